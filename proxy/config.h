@@ -1,0 +1,84 @@
+/* config: the INI configuration (GLib GKeyFile), validated in full before
+ * anything starts. Every key and its default is in docs/configuration.md. */
+#ifndef SEALPOST_CONFIG_H
+#define SEALPOST_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+typedef struct {
+	char *host;	/* literal address, e.g. "127.0.0.1" or "::1" */
+	int port;	/* 0 = not configured */
+} config_listen;
+
+typedef enum {
+	UPSTREAM_TLS_IMPLICIT,	/* imaps://, smtps://, pop3s:// */
+	UPSTREAM_TLS_STARTTLS,	/* imap://, smtp://, pop3:// — STARTTLS required */
+} config_upstream_tls;
+
+typedef struct {
+	char *url;	/* as written */
+	char *host;
+	int port;
+	config_upstream_tls tls;
+} config_upstream;
+
+typedef struct {
+	size_t max_line;		/* longest protocol line, bytes */
+	uint64_t max_literal;		/* largest IMAP literal, bytes */
+	uint64_t max_message;		/* largest SMTP message, bytes */
+	unsigned max_sessions;		/* concurrent client sessions, all listeners */
+	unsigned idle_timeout;		/* seconds without client input (IMAP: also IDLE) */
+	unsigned command_timeout;	/* seconds for one upstream reply */
+	unsigned connect_timeout;	/* seconds to connect + TLS upstream */
+} config_limits;
+
+typedef struct {
+	char *name;		/* from [account NAME] */
+	char *address;
+	config_listen imap_listen, imaps_listen;
+	config_listen smtp_listen, smtps_listen;
+	config_listen pop3_listen, pop3s_listen;
+	config_upstream imap_upstream;	/* host NULL = not configured */
+	config_upstream smtp_upstream;
+	config_upstream pop3_upstream;
+	char *upstream_ca_file;		/* NULL = system trust store */
+	/* Allow LOGIN/AUTH from the client before it started TLS (loopback
+	 * listeners only). */
+	bool client_plaintext_auth;
+} config_account;
+
+typedef struct {
+	char *path;		/* NULL for the demo's generated config */
+	char *state_dir;
+	char *gnupg_home;
+	config_listen api_listen;
+	char *tls_cert, *tls_key;	/* client-facing certificate */
+	char *log_file;		/* NULL = stderr only */
+	log_level log_level;
+	bool allow_remote;
+	config_limits limits;
+	config_account **accounts;
+	size_t n_accounts;
+} config;
+
+/* Parses and validates path. On error returns NULL and *error_r is one
+ * line "FILE:LINE: [section] key: what is wrong" (static storage). */
+config *config_load(const char *path, const char **error_r);
+/* The same from a string (path is only used in messages). */
+config *config_load_data(const char *data, size_t len, const char *path,
+			 const char **error_r);
+void config_free(config **cfg);
+
+/* "127.0.0.1:1143" style; IPv6 as "[::1]:1143". */
+int config_parse_listen(const char *value, config_listen *out,
+			const char **error_r);
+/* imap://, imaps://, smtp://, smtps://, pop3://, pop3s:// */
+int config_parse_upstream(const char *value, const char *protocol,
+			  config_upstream *out, const char **error_r);
+bool config_is_loopback(const char *host);
+
+#endif
