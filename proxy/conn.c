@@ -297,7 +297,8 @@ static int conn_make_room(conn *c)
 {
 	if (c->in_start == c->in_end) {
 		c->in_start = c->in_end = 0;
-	} else if (c->in_start > 0 && c->in_end == c->in_cap) {
+	} else if (c->in_start > 0 && c->in_cap - c->in_end < c->in_cap / 4) {
+		/* Compact early so reads never shrink to a few bytes. */
 		memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
 		c->in_end -= c->in_start;
 		c->in_start = 0;
