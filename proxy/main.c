@@ -193,7 +193,7 @@ static char *main_demo_start(char **demo_dir_r)
 static void main_demo_stop(const char *dir)
 {
 	const char *argv[] = {
-		"python3", main_provider_script(), "stop", "--dir", dir, NULL,
+		"python3", main_provider_script(), "stop", "--dir", dir, "--remove", NULL,
 	};
 	int status = 0;
 	g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
