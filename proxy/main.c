@@ -303,6 +303,15 @@ static int cmd_serve(int argc, char **argv)
 	log_info(NULL, "starting", "sealpost %s, config %s", SEALPOST_VERSION, config_path);
 	main_print_endpoints(cfg);
 	ret = server_run(main_server) < 0 ? EXIT_RUNTIME : EXIT_OK;
+	if (server_drain(main_server, 5000) < 0) {
+		/* A session stuck on the provider still uses the config and
+		 * TLS contexts: end the process without freeing under it. */
+		if (demo_dir != NULL)
+			main_demo_stop(demo_dir);
+		log_close();
+		fflush(NULL);
+		_exit(ret);
+	}
 	server_free(&main_server);
 	crypto_shutdown();
 out:

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -46,13 +47,23 @@ struct server {
 	int stop_pipe[2];
 	atomic_uint sessions;
 	atomic_ulong next_id;
+
+	/* Running sessions, so a stop can wake them all. */
+	pthread_mutex_t lock;
+	pthread_cond_t ended;
+	struct session_start *running;
 };
 
-typedef struct {
+typedef struct session_start {
 	server *srv;
 	session_env env;
 	listener_protocol protocol;
 	int fd;
+	/* A duplicate of the client socket owned by the server: shutdown() on
+	 * it wakes the session at stop time, and it cannot be reused by
+	 * another connection while the session runs. */
+	int wake_fd;
+	struct session_start *prev, *next;
 } session_start;
 
 static _Thread_local char server_error[512];
@@ -155,6 +166,8 @@ server *server_new(const config *cfg, const char **error_r)
 	}
 	srv->cfg = cfg;
 	srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
+	pthread_mutex_init(&srv->lock, NULL);
+	pthread_cond_init(&srv->ended, NULL);
 	srv->listeners = calloc(cfg->n_accounts * 6, sizeof(listener));
 	srv->tls_clis = calloc(cfg->n_accounts, sizeof(tls_client *));
 	if (srv->listeners == NULL || srv->tls_clis == NULL ||
@@ -190,8 +203,10 @@ void server_free(server **srvp)
 	server *srv = *srvp;
 	if (srv == NULL)
 		return;
-	for (size_t i = 0; i < srv->n_listeners; i++)
-		close(srv->listeners[i].fd);
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		if (srv->listeners[i].fd >= 0)
+			close(srv->listeners[i].fd);
+	}
 	free(srv->listeners);
 	if (srv->tls_clis != NULL) {
 		for (size_t i = 0; i < srv->cfg->n_accounts; i++)
@@ -203,6 +218,8 @@ void server_free(server **srvp)
 		close(srv->stop_pipe[0]);
 	if (srv->stop_pipe[1] >= 0)
 		close(srv->stop_pipe[1]);
+	pthread_mutex_destroy(&srv->lock);
+	pthread_cond_destroy(&srv->ended);
 	free(srv);
 	*srvp = NULL;
 }
@@ -222,7 +239,18 @@ static void *server_session_thread(void *arg)
 		imap_session_run(&st->env, st->fd);
 	else
 		smtp_session_run(&st->env, st->fd);
-	atomic_fetch_sub(&st->srv->sessions, 1);
+	server *srv = st->srv;
+	pthread_mutex_lock(&srv->lock);
+	if (st->prev != NULL)
+		st->prev->next = st->next;
+	else
+		srv->running = st->next;
+	if (st->next != NULL)
+		st->next->prev = st->prev;
+	close(st->wake_fd);
+	atomic_fetch_sub(&srv->sessions, 1);
+	pthread_cond_broadcast(&srv->ended);
+	pthread_mutex_unlock(&srv->lock);
 	free(st);
 	return NULL;
 }
@@ -300,6 +328,20 @@ static void server_accept(server *srv, listener *ls)
 		log_info(st->env.id, "accepting", "%s from %s", ls->desc,
 			 st->env.client_desc);
 
+		st->wake_fd = dup(fd);
+		if (st->wake_fd < 0) {
+			atomic_fetch_sub(&srv->sessions, 1);
+			server_refuse(ls, fd);
+			free(st);
+			continue;
+		}
+		pthread_mutex_lock(&srv->lock);
+		st->next = srv->running;
+		if (srv->running != NULL)
+			srv->running->prev = st;
+		srv->running = st;
+		pthread_mutex_unlock(&srv->lock);
+
 		pthread_attr_t attr;
 		pthread_t tid;
 		pthread_attr_init(&attr);
@@ -309,8 +351,16 @@ static void server_accept(server *srv, listener *ls)
 		pthread_attr_destroy(&attr);
 		if (err != 0) {
 			log_error(st->env.id, "starting session", "%s", strerror(err));
-			atomic_fetch_sub(&srv->sessions, 1);
 			server_refuse(ls, fd);
+			/* Unlink as the session thread would have. */
+			st->fd = -1;
+			pthread_mutex_lock(&srv->lock);
+			if (st->next != NULL)
+				st->next->prev = NULL;
+			srv->running = st->next;
+			close(st->wake_fd);
+			atomic_fetch_sub(&srv->sessions, 1);
+			pthread_mutex_unlock(&srv->lock);
 			free(st);
 		}
 	}
@@ -346,6 +396,36 @@ int server_run(server *srv)
 		}
 	}
 	free(pfd);
-	log_info(NULL, "stopping", "%u sessions still open", atomic_load(&srv->sessions));
+	for (size_t i = 0; i < srv->n_listeners; i++) {
+		close(srv->listeners[i].fd);
+		srv->listeners[i].fd = -1;
+	}
 	return ret;
+}
+
+int server_drain(server *srv, int timeout_ms)
+{
+	pthread_mutex_lock(&srv->lock);
+	unsigned open = atomic_load(&srv->sessions);
+	log_info(NULL, "stopping", "ending %u open session%s", open, open == 1 ? "" : "s");
+	for (session_start *st = srv->running; st != NULL; st = st->next)
+		shutdown(st->wake_fd, SHUT_RDWR);
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	while (atomic_load(&srv->sessions) > 0) {
+		if (pthread_cond_timedwait(&srv->ended, &srv->lock, &deadline) != 0)
+			break;
+	}
+	open = atomic_load(&srv->sessions);
+	pthread_mutex_unlock(&srv->lock);
+	if (open > 0)
+		log_warn(NULL, "stopping", "%u session%s did not end in time", open,
+			 open == 1 ? "" : "s");
+	return open == 0 ? 0 : -1;
 }
