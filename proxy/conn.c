@@ -512,6 +512,16 @@ size_t conn_output_len(const conn *c)
 	return c->out_len;
 }
 
+void conn_shutdown_write(conn *c)
+{
+	if (c->ssl != NULL) {
+		/* One close_notify, without waiting for the peer's. */
+		(void)SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
+	shutdown(c->fd, SHUT_WR);
+}
+
 /* ---- TLS set-up --------------------------------------------------------- */
 
 static int conn_tls_handshake(conn *c, bool server, const char **error_r)

@@ -72,6 +72,10 @@ int conn_printf(conn *c, const char *fmt, ...)
 int conn_flush(conn *c);
 size_t conn_output_len(const conn *c);
 
+/* Ends our direction of the stream (TLS close_notify first when TLS is
+ * up) while the peer may still send. Output must be flushed before. */
+void conn_shutdown_write(conn *c);
+
 /* --- TLS ---------------------------------------------------------------- */
 /* Server-side handshake on this connection (implicit TLS or after
  * STARTTLS). The caller must have discarded plaintext input first. */

@@ -133,7 +133,7 @@ static void imap_session_wipe(void *p, size_t len)
  * moment. */
 static void imap_session_linger(imap_session *s)
 {
-	shutdown(conn_fd(s->client), SHUT_WR);
+	conn_shutdown_write(s->client);
 	int64_t end = imap_session_now_ms() + IMAP_LINGER_MS;
 	for (;;) {
 		int64_t left = end - imap_session_now_ms();
