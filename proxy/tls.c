@@ -42,10 +42,11 @@ static const char *tls_error(const char *what, const char *path)
 	return tls_error_buf;
 }
 
-tls_server *tls_server_new(const char *cert_path, const char *key_path,
-			   const char **error_r)
+/* Settings both sides share: TLS 1.2 at least, no compression or
+ * renegotiation, and partial writes for the non-blocking conn layer. */
+static SSL_CTX *tls_ctx_new(const SSL_METHOD *method, const char **error_r)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	SSL_CTX *ctx = SSL_CTX_new(method);
 	if (ctx == NULL) {
 		*error_r = tls_error("cannot create TLS context", NULL);
 		return NULL;
@@ -54,6 +55,15 @@ tls_server *tls_server_new(const char *cert_path, const char *key_path,
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return ctx;
+}
+
+tls_server *tls_server_new(const char *cert_path, const char *key_path,
+			   const char **error_r)
+{
+	SSL_CTX *ctx = tls_ctx_new(TLS_server_method(), error_r);
+	if (ctx == NULL)
+		return NULL;
 	errno = 0;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
 		*error_r = tls_error("cannot load certificate", cert_path);
@@ -92,15 +102,9 @@ void tls_server_free(tls_server **srv)
 
 tls_client *tls_client_new(const char *ca_file, const char **error_r)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (ctx == NULL) {
-		*error_r = tls_error("cannot create TLS context", NULL);
+	SSL_CTX *ctx = tls_ctx_new(TLS_client_method(), error_r);
+	if (ctx == NULL)
 		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	/* Verification is never optional: a failed chain or name check fails
 	 * the handshake itself. */
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);

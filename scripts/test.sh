@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
-fuzz_seconds=${SEALPOST_FUZZ_SECONDS:-20}
+fuzz_seconds=${SEALPOST_FUZZ_SECONDS:-60}
 
 # Warnings are errors with gcc too: a compile-only pass.
 if [ ! -f build-gcc/build.ninja ]; then
