@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -19,70 +18,7 @@ import harness  # noqa: E402
 
 # ---- certificates -----------------------------------------------------------
 
-_CA_CNF = """[ca]
-default_ca = test_ca
-[test_ca]
-database = {d}/index.txt
-serial = {d}/serial
-new_certs_dir = {d}
-default_md = sha256
-policy = any
-copy_extensions = copy
-unique_subject = no
-[any]
-commonName = supplied
-[ext]
-basicConstraints = critical,CA:FALSE
-extendedKeyUsage = serverAuth
-"""
-
-
-def _run(*args):
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-class Certs:
-    """A test CA and server certificates, each a (cert, key) pair: good
-    (localhost, 127.0.0.1), wrongname (other.example), expired (2020),
-    untrusted (self-signed, same names as good). ca is the CA's PEM."""
-
-    def __init__(self, directory):
-        d = directory
-        self.ca = os.path.join(d, "ca.crt")
-        ca_key = os.path.join(d, "ca.key")
-        db = os.path.join(d, "db")
-        os.makedirs(db)
-        open(os.path.join(db, "index.txt"), "w").close()
-        with open(os.path.join(db, "serial"), "w") as f:
-            f.write("2000\n")
-        cnf = os.path.join(d, "ca.cnf")
-        with open(cnf, "w") as f:
-            f.write(_CA_CNF.format(d=db))
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        _run("openssl", "req", "-x509", *ec, "-keyout", ca_key, "-subj",
-             "/CN=INSECURE fake IMAP provider test CA", "-days", "2", "-out", self.ca)
-
-        def issue(name, cn, san, *dates):
-            key = os.path.join(d, name + ".key")
-            csr = os.path.join(d, name + ".csr")
-            crt = os.path.join(d, name + ".crt")
-            _run("openssl", "req", "-new", *ec, "-keyout", key, "-subj", "/CN=" + cn,
-                 "-addext", "subjectAltName=" + san, "-out", csr)
-            _run("openssl", "ca", "-batch", "-config", cnf, "-cert", self.ca,
-                 "-keyfile", ca_key, "-extensions", "ext", "-in", csr, "-out", crt,
-                 *dates)
-            return crt, key
-
-        names = "DNS:localhost,IP:127.0.0.1"
-        self.good = issue("good", "localhost", names, "-days", "2")
-        self.wrongname = issue("wrongname", "other.example", "DNS:other.example", "-days", "2")
-        self.expired = issue("expired", "localhost", names, "-startdate",
-                             "20200101000000Z", "-enddate", "20200201000000Z")
-        key = os.path.join(d, "untrusted.key")
-        crt = os.path.join(d, "untrusted.crt")
-        _run("openssl", "req", "-x509", *ec, "-keyout", key, "-subj", "/CN=localhost",
-             "-addext", "subjectAltName=" + names, "-days", "2", "-out", crt)
-        self.untrusted = (crt, key)
+from testcerts import Certs  # noqa: E402,F401  (re-exported)
 
 
 # ---- the fake provider ----------------------------------------------------

@@ -10,9 +10,12 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 _SOURCE_DIR = os.environ.get("SEALPOST_SOURCE_DIR") or os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,71 +42,7 @@ def wait_port(port, timeout=10.0):
 
 # ---- certificates -----------------------------------------------------------
 
-_CA_CNF = """[ca]
-default_ca = test_ca
-[test_ca]
-database = {d}/index.txt
-serial = {d}/serial
-new_certs_dir = {d}
-default_md = sha256
-policy = any
-copy_extensions = copy
-unique_subject = no
-[any]
-commonName = supplied
-[ext]
-basicConstraints = critical,CA:FALSE
-extendedKeyUsage = serverAuth
-"""
-
-
-def _run(*args):
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-class Certs:
-    """A test CA and server certificates: good (localhost, 127.0.0.1),
-    wrongname (other.example), expired (2020), untrusted (self-signed).
-    Each is a (cert_path, key_path) pair; ca is the CA's PEM path."""
-
-    def __init__(self, directory):
-        d = directory
-        self.ca = os.path.join(d, "ca.crt")
-        ca_key = os.path.join(d, "ca.key")
-        db = os.path.join(d, "db")
-        os.makedirs(db)
-        open(os.path.join(db, "index.txt"), "w").close()
-        with open(os.path.join(db, "serial"), "w") as f:
-            f.write("1000\n")
-        cnf = os.path.join(d, "ca.cnf")
-        with open(cnf, "w") as f:
-            f.write(_CA_CNF.format(d=db))
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        _run("openssl", "req", "-x509", *ec, "-keyout", ca_key, "-subj",
-             "/CN=INSECURE fake provider test CA", "-days", "2", "-out", self.ca)
-
-        def issue(name, cn, san, *dates):
-            key = os.path.join(d, name + ".key")
-            csr = os.path.join(d, name + ".csr")
-            crt = os.path.join(d, name + ".crt")
-            _run("openssl", "req", *ec, "-keyout", key, "-subj", "/CN=" + cn,
-                 "-addext", "subjectAltName=" + san, "-out", csr)
-            _run("openssl", "ca", "-batch", "-config", cnf, "-cert", self.ca,
-                 "-keyfile", ca_key, "-extensions", "ext", "-in", csr, "-out", crt,
-                 "-notext", *dates)
-            return crt, key
-
-        self.good = issue("good", "localhost", "DNS:localhost,IP:127.0.0.1", "-days", "2")
-        self.wrongname = issue("wrongname", "other.example", "DNS:other.example",
-                               "-days", "2")
-        self.expired = issue("expired", "localhost", "DNS:localhost,IP:127.0.0.1",
-                             "-startdate", "20200101000000Z", "-enddate", "20210101000000Z")
-        key = os.path.join(d, "untrusted.key")
-        crt = os.path.join(d, "untrusted.crt")
-        _run("openssl", "req", "-x509", *ec, "-keyout", key, "-subj", "/CN=localhost",
-             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "2",
-             "-out", crt)
-        self.untrusted = (crt, key)
+from testcerts import Certs  # noqa: E402,F401  (re-exported)
 
 
 # ---- the fake provider --------------------------------------------------------
