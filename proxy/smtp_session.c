@@ -684,22 +684,34 @@ static char *smtp_envelope_line(const char *verb, const smtp_path_args *a)
 	return line;
 }
 
+/* Sends MAIL or RCPT with the client's path and parameters verbatim and
+ * reads the provider's reply. -1 when the client has been answered
+ * already (out of memory, provider lost). */
+static int smtp_session_envelope_command(smtp_session *s, const char *verb,
+					 const smtp_path_args *args,
+					 const smtp_reply **reply_r)
+{
+	char *line = smtp_envelope_line(verb, args);
+	if (line == NULL) {
+		smtp_session_reply(s, "451 4.3.0 Out of memory");
+		return -1;
+	}
+	int ret = smtp_upstream_command(s->up, line, line, reply_r);
+	free(line);
+	if (ret < 0 || !smtp_upstream_usable(s->up)) {
+		smtp_session_upstream_lost(s);
+		return -1;
+	}
+	return 0;
+}
+
 static void proceed_mail(smtp_session *s, const smtp_command *cmd,
 			 const smtp_path_args *args)
 {
 	(void)cmd;
-	char *line = smtp_envelope_line("MAIL FROM:", args);
 	const smtp_reply *r;
-	if (line == NULL) {
-		smtp_session_reply(s, "451 4.3.0 Out of memory");
+	if (smtp_session_envelope_command(s, "MAIL FROM:", args, &r) < 0)
 		return;
-	}
-	int ret = smtp_upstream_command(s->up, line, line, &r);
-	free(line);
-	if (ret < 0 || !smtp_upstream_usable(s->up)) {
-		smtp_session_upstream_lost(s);
-		return;
-	}
 	if (r->code / 100 == 2) {
 		s->tx.open_upstream = true;
 		s->tx.reverse_path = strndup(args->path, args->path_len);
@@ -728,18 +740,9 @@ static void proceed_rcpt(smtp_session *s, const smtp_command *cmd,
 			 const smtp_path_args *args)
 {
 	(void)cmd;
-	char *line = smtp_envelope_line("RCPT TO:", args);
 	const smtp_reply *r;
-	if (line == NULL) {
-		smtp_session_reply(s, "451 4.3.0 Out of memory");
+	if (smtp_session_envelope_command(s, "RCPT TO:", args, &r) < 0)
 		return;
-	}
-	int ret = smtp_upstream_command(s->up, line, line, &r);
-	free(line);
-	if (ret < 0 || !smtp_upstream_usable(s->up)) {
-		smtp_session_upstream_lost(s);
-		return;
-	}
 	if (r->code / 100 == 2) {
 		if (smtp_tx_add_rcpt(&s->tx, args->path, args->path_len) < 0) {
 			smtp_session_reply(s, "451 4.3.0 Out of memory");
