@@ -1,0 +1,578 @@
+#!/usr/bin/python3
+"""bench: direct-to-provider against through-sealpost, measured side by side
+in one run on loopback (IMAP bulk FETCH, IMAP round trips, SMTP load).
+
+Run through bench/run, which builds the optimised binaries first. Every path
+is measured several times, interleaved (A B C A B C ...), and the medians are
+compared, because the machine is shared and noisy. docs/performance.md
+explains the set-up and records the figures."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+harness = None  # tests/integration/harness.py, imported once SEALPOST_BIN is set
+
+USER = "alice@example.test"
+RCPT = "bob@example.test"
+N_MESSAGES = 1000
+MESSAGE_SIZE = 20 * 1024
+SMTP_SESSIONS = 10
+
+TARGET_BULK = 0.95
+TARGET_RTT_US = 30.0
+TARGET_SMTP = 0.9
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    """Replaced by the harness's port picker (below the ephemeral range)
+    once it is imported."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing accepts on 127.0.0.1:{port}")
+            time.sleep(0.05)
+
+
+def stop_pid(proc, timeout=5.0):
+    """Stops a child we started, by its PID: SIGTERM, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------- IMAP
+
+class Imap:
+    """Just enough IMAP in Python to log in once (which creates the
+    Maildir); the measurements use bench/imap_client.c."""
+
+    def __init__(self, port, cafile):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=60)
+        ctx = ssl.create_default_context(cafile=cafile)
+        self.f = ctx.wrap_socket(raw, server_hostname="localhost").makefile("rwb")
+        self.f.readline()
+
+    def command(self, tag, line):
+        self.f.write(b"%s %s\r\n" % (tag, line))
+        self.f.flush()
+        while True:
+            reply = self.f.readline()
+            if not reply:
+                raise ConnectionError("the server closed the connection")
+            if reply.startswith(tag + b" "):
+                if not reply.startswith(tag + b" OK"):
+                    raise RuntimeError("%r failed: %r" % (line, reply))
+                return
+
+    def login_select_logout(self, user, password):
+        self.command(b"a", b'LOGIN "%s" "%s"' % (user.encode(), password.encode()))
+        self.command(b"b", b"SELECT INBOX")
+        self.command(b"c", b"LOGOUT")
+        self.f.close()
+
+
+class ImapClient:
+    """bench/imap_client.c, logged in and INBOX selected, driven over its
+    stdin: one connection per path, kept for the whole run."""
+
+    def __init__(self, binary, port, user, password, cafile=None):
+        argv = [binary, "--port", str(port), "--user", user, "--password", password]
+        if cafile is not None:
+            argv += ["--tls", "--cafile", cafile]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self._expect("ready")
+
+    def _expect(self, what=None):
+        line = self.proc.stdout.readline()
+        if not line or (what is not None and line.strip() != what):
+            stop_pid(self.proc)
+            raise RuntimeError(f"imap_client failed (exit {self.proc.returncode})")
+        return line.split()
+
+    def _ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._expect()
+
+    def bulk_fetch(self):
+        """(seconds, bytes) of UID FETCH 1:* (BODY.PEEK[])."""
+        seconds, size, fetches = self._ask("bulk")
+        if int(fetches) != N_MESSAGES or int(size) < N_MESSAGES * MESSAGE_SIZE:
+            raise RuntimeError(f"bulk fetch returned {fetches} messages, {size} bytes")
+        return float(seconds), int(size)
+
+    def round_trips(self, n):
+        """Seconds for UID FETCH 1..n (FLAGS), one at a time."""
+        return float(self._ask(f"rtt {n}")[0])
+
+    def close(self):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        stop_pid(self.proc)
+
+
+def make_message(i):
+    """One 20 KiB message with LF line endings, as a delivery agent stores
+    it in a Maildir; no body line can be mistaken for a tagged reply."""
+    head = (f"From: Bob <{RCPT}>\nTo: Alice <{USER}>\n"
+            f"Subject: benchmark message {i}\n"
+            f"Message-ID: <bench-{i}@example.test>\n"
+            "Date: Thu, 01 Jan 2026 00:00:00 +0000\n"
+            "MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n")
+    body = []
+    size = len(head)
+    line = 0
+    while size < MESSAGE_SIZE:
+        n = min(77, MESSAGE_SIZE - size)
+        text = "".join(chr(ord("a") + (line + k) % 26) for k in range(n - 1))
+        body.append(text + "\n")
+        size += n
+        line += 1
+    return (head + "".join(body)).encode()
+
+
+def populate(provider, user, password):
+    """Writes the messages straight into the user's Maildir new/ (Dovecot
+    indexes them at the first SELECT). A first login creates the Maildir."""
+    Imap(provider.imaps_port, provider.ca_cert).login_select_logout(user, password)
+    maildir = provider.maildir(user)
+    new = os.path.join(maildir, "new")
+    st = os.stat(maildir)
+    stamp = int(time.time())
+    for i in range(N_MESSAGES):
+        name = f"{stamp}.M{i:06d}P{os.getpid()}.bench"
+        tmp = os.path.join(maildir, "tmp", name)
+        with open(tmp, "wb") as f:
+            f.write(make_message(i))
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, os.path.join(new, name))
+
+
+# ---------------------------------------------------------------- SMTP
+
+class SmtpSink:
+    """Postfix's smtp-sink: accepts every message and throws it away."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+
+    def __enter__(self):
+        # Its one output goes nowhere: -c counters would flood the terminal.
+        self.proc = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", f"127.0.0.1:{self.port}", "1000"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        stop_pid(self.proc)
+
+
+class Relay:
+    """bench/relay.c: a bare TCP byte relay, the reference for what any
+    extra hop costs on this machine."""
+
+    def __init__(self, binary, target_port):
+        self.binary = binary
+        self.target_port = target_port
+        self.port = free_port()
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([self.binary, str(self.port), str(self.target_port)],
+                                     stdin=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        stop_pid(self.proc)
+
+
+def run_smtp_load(binary, port, extra):
+    out = subprocess.run([binary, "--port", str(port),
+                          "--sessions", str(SMTP_SESSIONS),
+                          "--messages", str(N_MESSAGES),
+                          "--size", str(MESSAGE_SIZE)] + extra,
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError("smtp_load failed: " + out.stderr.strip())
+    fields = dict(kv.split("=") for kv in out.stdout.split())
+    return float(fields["msgs_per_s"])
+
+
+def run_smtp_source(port):
+    t0 = time.perf_counter()
+    subprocess.run(["smtp-source", "-l", str(MESSAGE_SIZE), "-m", str(N_MESSAGES),
+                    "-s", str(SMTP_SESSIONS), "-f", USER, "-t", RCPT,
+                    f"127.0.0.1:{port}"], check=True, timeout=300,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return N_MESSAGES / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- driver
+
+def cpu_seconds(pid, reaped=False):
+    """User + system CPU time a process has used so far (with reaped=True
+    also that of its children it has waited for); 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_idle_fraction(seconds):
+    """Share of all CPUs' time that was idle over the next seconds."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(timeout):
+    """Waits up to timeout seconds for a machine at least 85 % idle over 3 s
+    (other work on a shared machine swamps the differences measured here)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        idle = cpu_idle_fraction(3.0)
+        if idle >= 0.85:
+            return idle
+        if time.monotonic() > deadline:
+            log(f"the machine is still busy ({idle:.0%} idle); measuring anyway")
+            return idle
+        log(f"waiting for a quiet machine ({idle:.0%} idle)")
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+class Case:
+    """One path: a name, the function measuring it once, what it goes
+    through ("sealpost", "relay" for the bare reference relay, or None) and
+    that process's PID, and the PID of a long-lived client (None: clients
+    are children started per measurement). CPU time is charged per path to
+    the proxy, the client and the provider."""
+
+    def __init__(self, name, fn, via=None, pid=None, client_pid=None):
+        self.name, self.fn, self.via, self.pid = name, fn, via, pid
+        self.client_pid = client_pid
+        self.values = []
+        self.cpu = {"provider": 0.0, "proxy": 0.0, "client": 0.0}
+
+    def median(self):
+        return statistics.median(self.values)
+
+    def cpu_per_run(self, who):
+        return self.cpu[who] / len(self.values)
+
+
+def cpu_snapshot(case, provider_pids):
+    def provider():
+        # Daemons that exit are counted through their parent's "reaped"
+        # time, so the sum over the tree stays whole.
+        return sum(cpu_seconds(pid, reaped=True) for pid in provider_pids())
+    if case.client_pid:
+        client = cpu_seconds(case.client_pid)
+    else:
+        t = os.times()
+        client = t.children_user + t.children_system
+    return {"provider": provider(), "proxy": cpu_seconds(case.pid) if case.pid else 0.0,
+            "client": client}
+
+
+def interleaved(rounds, cases, provider_pids):
+    """Runs every case once per round, in turn (A B C A B C ...), so slow
+    phases of a shared machine hit all paths alike."""
+    for _ in range(rounds):
+        for c in cases:
+            before = cpu_snapshot(c, provider_pids)
+            c.values.append(c.fn())
+            after = cpu_snapshot(c, provider_pids)
+            for who in c.cpu:
+                c.cpu[who] += after[who] - before[who]
+    return {c.name: c for c in cases}
+
+
+def provider_pids(p, extra=()):
+    """PIDs of every process of the provider (Postfix, Dovecot), plus extra."""
+    return list(harness.process_tree(p.master_pids())) + list(extra)
+
+
+def paired(base, case, fn):
+    """Median over rounds of fn(base value, case value) of the same round."""
+    return statistics.median(fn(b, v) for b, v in zip(base.values, case.values))
+
+
+def verdict(ok):
+    return "ok" if ok else "MISSED"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sealpost", required=True)
+    ap.add_argument("--smtp-load", required=True)
+    ap.add_argument("--relay", required=True)
+    ap.add_argument("--imap-client", required=True)
+    ap.add_argument("--rounds", type=int, default=11,
+                    help="measurements of each path (default 11)")
+    ap.add_argument("--json", help="also write every sample to this file")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit 1 when a target is missed")
+    ap.add_argument("--only", choices=("imap", "smtp"))
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                    help="first wait up to SECONDS for the CPUs to be 85 %% idle")
+    args = ap.parse_args()
+
+    os.environ["SEALPOST_BIN"] = os.path.abspath(args.sealpost)
+    os.environ.setdefault("SEALPOST_SOURCE_DIR", ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    global harness, free_port
+    import harness  # noqa: E402  (reads SEALPOST_BIN)
+    free_port = harness.free_port
+
+    smtp_load = os.path.abspath(args.smtp_load)
+    report = {"rows": [], "missed": [], "samples": {}}
+    if args.wait_quiet > 0:
+        wait_quiet(args.wait_quiet)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = loadavg()
+    with SmtpSink() as sink:
+        # The provider's submission service (STARTTLS required, SASL)
+        # hands every transaction in real time to smtp-sink through
+        # smtpd_proxy_filter: nothing is queued to disk, and the sink's
+        # reply to the end of DATA is what the client gets. No raw IMAP
+        # log: it would write every fetched byte to disk.
+        provider_args = {
+            "rawlog": False,
+            "postfix_params": {
+                "smtpd_proxy_filter": f"127.0.0.1:{sink.port}",
+                "smtpd_proxy_timeout": "60s",
+            },
+        }
+        with harness.Provider(**provider_args) as p:
+            # Upstream TLS the same way the direct client does it.
+            account = {
+                "imap_upstream": f"imaps://localhost:{p.imaps_port}",
+                "smtp_upstream": f"smtp://localhost:{p.submission_port}",
+            }
+            # Logging as a user gets it by default (info, stderr only),
+            # not the tests' debug log.
+            settings = {"log_level": None, "log_file": None}
+            relay = os.path.abspath(args.relay)
+            with harness.Sealpost(p, account=account, global_=settings) as s, \
+                    Relay(relay, p.imaps_port) as imap_relay, \
+                    Relay(relay, p.submission_port) as smtp_relay:
+                if args.only in (None, "imap"):
+                    bench_imap(p, s, imap_relay, os.path.abspath(args.imap_client),
+                               args.rounds, report)
+                if args.only in (None, "smtp"):
+                    bench_smtp(p, s, sink, smtp_relay, smtp_load, args.rounds, report)
+    load_after = loadavg()
+
+    print()
+    print(f"sealpost benchmark, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs "
+          f"({platform.machine()}), {args.rounds} interleaved rounds, medians; "
+          f"load average {load_before:.2f} before, {load_after:.2f} after")
+    if max(load_before, load_after) > 0.5 * (os.cpu_count() or 1):
+        print("note: the machine was busy with other work; expect noise of "
+              "10-30 % in single figures, compare the ratios")
+    for row in report["rows"]:
+        print(row)
+    print()
+    if report["missed"]:
+        print("targets missed: " + ", ".join(report["missed"]))
+    else:
+        print("all targets met")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"date": started.isoformat(), "cpus": os.cpu_count(),
+                       "rounds": args.rounds, "load_before": load_before,
+                       "load_after": load_after, "samples": report["samples"],
+                       "missed": report["missed"]}, f, indent=1)
+    return 1 if report["missed"] and args.strict else 0
+
+
+def table(report, title, cases, direct, unit, fmt_value, compare, cpu_scale,
+          cpu_unit, target=None):
+    """Appends one section of the result table. compare(direct, case) gives
+    (text, figure) for a path against direct; target = (row name, test on
+    the figure, text, name of the target)."""
+    rows = report["rows"]
+    rows.append("")
+    rows.append(title)
+    rows.append(f"  {'path':<34} {unit:>11}  {'vs direct (paired)':<24}"
+                f" CPU {cpu_unit}: provider proxy client")
+    base = cases[direct]
+    for name, c in cases.items():
+        line = f"  {name:<34} {fmt_value(c.median()):>11}  "
+        verdict_text = ""
+        if c.via:
+            text, figure = compare(base, c)
+            if target is not None and name == target[0]:
+                ok = target[1](figure)
+                verdict_text = f"  [target {target[2]}: {verdict(ok)}]"
+                if not ok:
+                    report["missed"].append(target[3])
+            line += f"{text:<24}"
+        else:
+            line += " " * 24
+        proxy = f"{c.cpu_per_run('proxy') * cpu_scale:5.0f}" if c.pid else "    -"
+        line += (f" {c.cpu_per_run('provider') * cpu_scale:17.0f} {proxy}"
+                 f" {c.cpu_per_run('client') * cpu_scale:6.0f}{verdict_text}")
+        rows.append(line.rstrip())
+
+
+def bench_imap(p, s, relay, imap_client, rounds, report):
+    password = p.users[USER]
+    log(f"populating {USER}'s INBOX with {N_MESSAGES} x {MESSAGE_SIZE} bytes")
+    populate(p, USER, password)
+    p.wait_for_messages(USER, N_MESSAGES, timeout=60)
+
+    DIRECT, THROUGH = "direct, client TLS", "through, client plaintext"
+    paths = [
+        (DIRECT, None, None, p.imaps_port, p.ca_cert),
+        (THROUGH, "sealpost", s.pid, s.imap_port, None),
+        ("through, client TLS", "sealpost", s.pid, s.imaps_port, s.cert_path),
+        ("bare relay, TLS through it", "relay", relay.proc.pid, relay.port, p.ca_cert),
+        ("direct plaintext (reference)", None, None, p.imap_port, None),
+    ]
+    clients = []
+    try:
+        for name, via, pid, port, cafile in paths:
+            clients.append(ImapClient(imap_client, port, USER, password, cafile))
+        # Warm-up: Dovecot indexes the new mail and the page cache fills.
+        for c in clients:
+            c.bulk_fetch()
+            c.round_trips(100)
+        log(f"IMAP bulk FETCH, {rounds} rounds")
+        bulk = interleaved(rounds, [
+            Case(path[0], lambda c=c: c.bulk_fetch()[0], path[1], path[2], c.proc.pid)
+            for path, c in zip(paths, clients)], lambda: provider_pids(p))
+        log(f"IMAP round trips, {rounds} rounds")
+        rtt = interleaved(rounds, [
+            Case(path[0], lambda c=c: c.round_trips(N_MESSAGES), path[1], path[2], c.proc.pid)
+            for path, c in zip(paths, clients)], lambda: provider_pids(p))
+        size = clients[0].bulk_fetch()[1]
+    finally:
+        for c in clients:
+            c.close()
+    report["samples"]["imap_bulk_seconds"] = {n: c.values for n, c in bulk.items()}
+    report["samples"]["imap_round_trips_seconds"] = {n: c.values for n, c in rtt.items()}
+
+    def bulk_compare(base, c):
+        ratio = base.median() / c.median()
+        return f"{ratio:.2f}x ({paired(base, c, lambda b, v: b / v):.2f})", ratio
+    table(report,
+          f"IMAP bulk: UID FETCH 1:* (BODY.PEEK[]) of {N_MESSAGES} x "
+          f"{MESSAGE_SIZE // 1024} KiB ({size / 1e6:.1f} MB on the wire); "
+          "CPU in ms per fetch",
+          bulk, DIRECT, "ms (MB/s)",
+          lambda m: f"{m * 1e3:.1f} ({size / m / 1e6:.0f})",
+          bulk_compare, 1e3, "ms",
+          (THROUGH, lambda r: r >= TARGET_BULK, f">= {TARGET_BULK}x", "IMAP bulk"))
+
+    def rtt_compare(base, c):
+        added = (c.median() - base.median()) / N_MESSAGES * 1e6
+        pa = paired(base, c, lambda b, v: (v - b) / N_MESSAGES * 1e6)
+        return f"{added:+.1f} us ({pa:+.1f})", added
+    table(report,
+          f"IMAP round trips: {N_MESSAGES} sequential UID FETCH n (FLAGS), each "
+          "waiting for its tagged OK; CPU in us per round trip",
+          rtt, DIRECT, "us each", lambda m: f"{m / N_MESSAGES * 1e6:.0f}",
+          rtt_compare, 1e6 / N_MESSAGES, "us",
+          (THROUGH, lambda a: a <= TARGET_RTT_US, f"<= {TARGET_RTT_US:.0f} us",
+           "IMAP round trips"))
+
+
+def bench_smtp(p, s, sink, relay, smtp_load, rounds, report):
+    password = p.users[USER]
+    auth = ["--user", USER, "--password", password, "--from", USER, "--to", RCPT]
+    DIRECT, THROUGH = "direct, client STARTTLS", "through, client plaintext"
+    cases = [
+        Case("smtp-source -> smtp-sink (reference)",
+             lambda: run_smtp_source(sink.port)),
+        Case("smtp_load -> smtp-sink (reference)",
+             lambda: run_smtp_load(smtp_load, sink.port, ["--from", USER, "--to", RCPT])),
+        Case(DIRECT,
+             lambda: run_smtp_load(smtp_load, p.submission_port,
+                                   ["--starttls", "--cafile", p.ca_cert] + auth)),
+        Case(THROUGH, lambda: run_smtp_load(smtp_load, s.smtp_port, auth),
+             "sealpost", s.pid),
+        Case("through, client STARTTLS",
+             lambda: run_smtp_load(smtp_load, s.smtp_port,
+                                   ["--starttls", "--cafile", s.cert_path] + auth),
+             "sealpost", s.pid),
+        Case("bare relay, STARTTLS through it",
+             lambda: run_smtp_load(smtp_load, relay.port,
+                                   ["--starttls", "--cafile", p.ca_cert] + auth),
+             "relay", relay.proc.pid),
+    ]
+    log("SMTP warm-up")
+    for c in cases:
+        c.fn()
+    log(f"SMTP load, {rounds} rounds")
+    # smtp-sink stands for the provider's delivery: its CPU is counted there.
+    smtp = interleaved(rounds, cases, lambda: provider_pids(p, [sink.proc.pid]))
+    report["samples"]["smtp_msgs_per_second"] = {n: c.values for n, c in smtp.items()}
+
+    def compare(base, c):
+        ratio = c.median() / base.median()
+        return f"{ratio:.2f}x ({paired(base, c, lambda b, v: v / b):.2f})", ratio
+    table(report,
+          f"SMTP: {N_MESSAGES} x {MESSAGE_SIZE // 1024} KiB on {SMTP_SESSIONS} sessions, "
+          "provider = Postfix smtpd (STARTTLS, SASL) -> smtp-sink; "
+          "CPU in us per message",
+          smtp, DIRECT, "msg/s", lambda m: f"{m:.0f}", compare,
+          1e6 / N_MESSAGES, "us",
+          (THROUGH, lambda r: r >= TARGET_SMTP, f">= {TARGET_SMTP}x", "SMTP"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
