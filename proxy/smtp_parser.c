@@ -551,6 +551,28 @@ smtp_parse_result smtp_data_reader_feed(smtp_data_reader *r,
 		return SMTP_PARSE_DONE;
 	}
 	while (i < in_len && out_size - o >= SMTP_DATA_MAX_EXPANSION) {
+		if (r->state == DATA_MID) {
+			/* Fast path: the run of ordinary bytes up to the next
+			 * CR or LF is copied at once. */
+			size_t max = in_len - i;
+			if (max > out_size - o - (SMTP_DATA_MAX_EXPANSION - 1))
+				max = out_size - o - (SMTP_DATA_MAX_EXPANSION - 1);
+			const uint8_t *p = in + i;
+			const uint8_t *cr = memchr(p, '\r', max);
+			size_t run = cr != NULL ? (size_t)(cr - p) : max;
+			const uint8_t *lf = memchr(p, '\n', run);
+			if (lf != NULL)
+				run = (size_t)(lf - p);
+			/* Stop where the size limit is crossed, so the bytes
+			 * kept are the same however the input was split. */
+			if (!r->too_big && r->max_size - r->size < run)
+				run = (size_t)(r->max_size - r->size);
+			if (run > 0) {
+				smtp_data_emit(r, out, &o, (const char *)p, run);
+				i += run;
+				continue;
+			}
+		}
 		uint8_t b = in[i++];
 		char c = (char)b;
 		switch (r->state) {
@@ -655,6 +677,23 @@ size_t smtp_dot_stuffer_feed(smtp_dot_stuffer *st, const uint8_t *in,
 {
 	size_t o = 0;
 	for (size_t i = 0; i < in_len && out_size - o >= 2; i++) {
+		if (!st->at_line_start) {
+			/* Fast path: copy through the next LF at once. */
+			size_t max = in_len - i;
+			if (max > out_size - o - 1)
+				max = out_size - o - 1;
+			const uint8_t *lf = memchr(in + i, '\n', max);
+			size_t run = lf != NULL ? (size_t)(lf - (in + i)) + 1 : max;
+			if (run > 1) {
+				memcpy(out + o, in + i, run - 1);
+				o += run - 1;
+				st->written += run - 1;
+				st->last[0] = run - 1 >= 2 ? in[i + run - 3] : st->last[1];
+				st->last[1] = in[i + run - 2];
+				i += run - 2;
+				continue;
+			}
+		}
 		uint8_t b = in[i];
 		if (st->at_line_start && b == '.')
 			out[o++] = '.';

@@ -607,6 +607,19 @@ static void test_data_too_big(void **state)
 	assert_int_equal(smtp_data_reader_size(r), 24);
 	assert_true(run->out_len <= 23);
 
+	/* The bytes kept up to the limit do not depend on how the input was
+	 * split: fed whole, the copying fast path must stop at the limit too. */
+	data_run *whole = calloc(1, sizeof(*whole));
+	smtp_data_reader_reset(r, 15);
+	data_feed(r, in, strlen(in), strlen(in), 4096, whole);
+	smtp_data_reader_reset(r, 15);
+	memset(run, 0, sizeof(*run));
+	data_feed(r, in, strlen(in), 1, 16, run);
+	assert_int_equal(whole->out_len, 15);
+	assert_int_equal(run->out_len, 15);
+	assert_memory_equal(whole->out, run->out, 15);
+	free(whole);
+
 	/* After DONE the reader consumes nothing more. */
 	size_t consumed = 1, out_len = 1;
 	uint8_t out[8];
