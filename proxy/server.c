@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "log.h"
 #include "session.h"
 
@@ -239,6 +241,11 @@ static void *server_session_thread(void *arg)
 		imap_session_run(&st->env, st->fd);
 	else
 		smtp_session_run(&st->env, st->fd);
+	/* Release OpenSSL's per-thread state now, while the process is
+	 * surely alive: done by the thread-exit destructor instead, it can
+	 * race with OPENSSL_cleanup() in main after the drain (a double free
+	 * seen under ASan). */
+	OPENSSL_thread_stop();
 	server *srv = st->srv;
 	pthread_mutex_lock(&srv->lock);
 	if (st->prev != NULL)
