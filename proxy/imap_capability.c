@@ -31,6 +31,9 @@ static const char *const imap_capability_denied[] = {
 	/* Referrals send the client to another server, around sealpost. */
 	"LOGIN-REFERRALS",
 	"MAILBOX-REFERRALS",
+	/* Back to not-authenticated inside one relayed session: a second
+	 * login would bypass sealpost's login phase. */
+	"UNAUTHENTICATE",
 	/* These describe a connection leg and are set by the context. */
 	"STARTTLS",
 	"LOGINDISABLED",
@@ -38,6 +41,12 @@ static const char *const imap_capability_denied[] = {
 
 static bool imap_capability_denied_atom(const char *atom, size_t len)
 {
+	/* Channel binding (SCRAM-*-PLUS) would bind the client to its TLS
+	 * session with sealpost, which the provider never sees: such a
+	 * login always fails, so do not offer it. */
+	if (len > 10 && strncasecmp(atom, "AUTH=", 5) == 0 &&
+	    strncasecmp(atom + len - 5, "-PLUS", 5) == 0)
+		return true;
 	for (size_t i = 0; i < sizeof(imap_capability_denied) / sizeof(imap_capability_denied[0]); i++) {
 		const char *d = imap_capability_denied[i];
 		size_t dlen = strlen(d);

@@ -3,6 +3,9 @@
  * other's output; only line heads are looked at. */
 #include "imap_relay.h"
 
+/* 8 MiB: one SEARCH line for about a million messages. */
+#define IMAP_RELAY_PROVIDER_MAX_LINE ((size_t)8 * 1024 * 1024)
+
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -445,7 +448,13 @@ void imap_relay_run(const session_env *env, conn *client, conn *upstream,
 	r->upstream = upstream;
 	r->result = result_r;
 	imap_framer_init(&r->c2s, limits->max_line, limits->max_literal);
-	imap_framer_init(&r->s2c, limits->max_line, limits->max_literal);
+	/* Provider lines are only inspected at their start, and SEARCH,
+	 * ESEARCH or VANISHED results of a big mailbox are long and
+	 * legitimate: allow far more than on the client side, still bounded
+	 * below the input buffer's ceiling. */
+	size_t s2c_max_line = limits->max_line > IMAP_RELAY_PROVIDER_MAX_LINE ?
+		limits->max_line : IMAP_RELAY_PROVIDER_MAX_LINE;
+	imap_framer_init(&r->s2c, s2c_max_line, limits->max_literal);
 	r->caps_ctx.pre_auth = false;
 	r->caps_ctx.client_tls = conn_is_tls(client);
 	/* A client that stops reading for this long is gone. */

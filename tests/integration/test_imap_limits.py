@@ -277,6 +277,26 @@ class ProviderLimits(unittest.TestCase):
                 self.assertTrue(imap_fake.wait_for(
                     lambda: "client idle for 2 s" in s.log_text()))
 
+    def test_long_provider_line_passes(self):
+        # SEARCH results of a big mailbox form one long line: far above
+        # max_line_length, and legitimate.
+        numbers = b" ".join(b"%d" % i for i in range(1, 60001))
+
+        def long_search(peer, tag):
+            line = peer.readline()
+            peer.send(b"* SEARCH " + numbers + b"\r\n" + line.split()[0] + b" OK done\r\n")
+
+        with imap_fake.FakeIMAP(self.certs.good, after_login=long_search) as fake:
+            with imap_fake.sealpost("imap://localhost:%d" % fake.port, self.certs.ca,
+                                    global_={"max_line_length": MAX_LINE}) as s:
+                self.assertGreater(len(numbers), 4 * MAX_LINE)
+                c = self.login(s)
+                c.send(b"s UID SEARCH ALL\r\n")
+                lines = c.until_tagged(b"s")
+                self.assertEqual(lines[0], b"* SEARCH " + numbers + b"\r\n")
+                self.assertTrue(lines[-1].startswith(b"s OK"))
+                c.close()
+
     def test_line_too_long(self):
         self.run_case(huge_line, b"line too long")
 

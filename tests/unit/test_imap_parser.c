@@ -880,6 +880,14 @@ static void test_capability_filter(void **state)
 	assert_string_equal(out, "IMAP4rev1 GOOD");
 	/* Too small an output buffer is an error, not an overflow. */
 	assert_int_equal(imap_capability_filter((const uint8_t *)odd, strlen(odd), &post, out, 5), -1);
+
+	/* Channel binding cannot work through a proxy, and a second login
+	 * inside a relayed session is not offered. */
+	const char *more = "IMAP4rev1 AUTH=SCRAM-SHA-256-PLUS AUTH=SCRAM-SHA-256 "
+		"AUTH=plain-plus UNAUTHENTICATE AUTH=PLUS";
+	n = imap_capability_filter((const uint8_t *)more, strlen(more), &post, out, sizeof(out));
+	assert_string_equal(out, "IMAP4rev1 AUTH=SCRAM-SHA-256 AUTH=PLUS");
+	assert_int_equal(n, (int)strlen(out));
 }
 
 static void check_rewrite(const imap_capability_context *ctx, const char *line,
