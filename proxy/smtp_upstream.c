@@ -209,6 +209,13 @@ const char *smtp_upstream_extension(const smtp_upstream *up, const char *keyword
 	return NULL;
 }
 
+/* Text the provider sent before TLS is not trusted: it may come from
+ * whoever sits on the path, and it would reach the client in the 454. */
+static const char *smtp_upstream_text(const smtp_upstream *up, const smtp_reply *r)
+{
+	return conn_is_tls(up->c) ? r->lines[0] : "(text sent before TLS withheld)";
+}
+
 static int smtp_upstream_ehlo(smtp_upstream *up, const char *ehlo_name)
 {
 	char line[300];
@@ -219,7 +226,8 @@ static int smtp_upstream_ehlo(smtp_upstream *up, const char *ehlo_name)
 		return -1;
 	if (r->code != 250) {
 		smtp_upstream_fail(up, SMTP_UPSTREAM_FAIL_EHLO,
-				   "the provider refused EHLO: %d %s", r->code, r->lines[0]);
+				   "the provider refused EHLO: %d %s", r->code,
+				   smtp_upstream_text(up, r));
 		return -1;
 	}
 	smtp_upstream_store_extensions(up, r);
@@ -251,7 +259,8 @@ static int smtp_upstream_setup(smtp_upstream *up, const char *ehlo_name)
 		return -1;
 	if (r->code != 220) {
 		smtp_upstream_fail(up, SMTP_UPSTREAM_FAIL_GREETING,
-				   "the provider greeted with %d %s", r->code, r->lines[0]);
+				   "the provider greeted with %d %s", r->code,
+				   smtp_upstream_text(up, r));
 		return -1;
 	}
 	smtp_upstream_enter(up, UP_STATE_EHLO);
@@ -271,7 +280,7 @@ static int smtp_upstream_setup(smtp_upstream *up, const char *ehlo_name)
 		if (r->code != 220) {
 			smtp_upstream_fail(up, SMTP_UPSTREAM_FAIL_STARTTLS_REFUSED,
 					   "the provider refused STARTTLS: %d %s",
-					   r->code, r->lines[0]);
+					   r->code, smtp_upstream_text(up, r));
 			return -1;
 		}
 		/* Anything already here was sent before TLS and would be read
@@ -415,8 +424,19 @@ int smtp_upstream_send_message(smtp_upstream *up, smtp_spool *spool,
 {
 	if (smtp_upstream_command(up, "DATA", "DATA", reply_r) < 0)
 		return -1;
-	if ((*reply_r)->code != 354)
+	if ((*reply_r)->code != 354) {
+		/* Only a refusal may stand as the answer to the message: a
+		 * success here would tell the client its message was accepted
+		 * when no content was sent. */
+		int cls = (*reply_r)->code / 100;
+		if (cls != 4 && cls != 5) {
+			smtp_upstream_fail(up, SMTP_UPSTREAM_FAIL_LOST,
+					   "the provider answered DATA with %d",
+					   (*reply_r)->code);
+			return -1;
+		}
 		return 0;
+	}
 	if (up->chunk == NULL)
 		up->chunk = malloc(SMTP_UPSTREAM_CHUNK);
 	if (up->stuffed == NULL)

@@ -58,6 +58,7 @@ class FakeSMTP:
     greeting:        the 220 line
     auth_reply:      the answer to a complete AUTH
     data_mode:       "ok" 250 | "reject" 554 | "drop" close before the reply
+                     | "250_to_data" a (broken) 250 to DATA itself, no 354
                      | "slow" reply after slow_seconds
     idle_close:      seconds after which an idle connection gets 421 and closed
     mail_reply:      the answer to MAIL (more lines than one reply: desync)
@@ -240,6 +241,8 @@ class FakeSMTP:
             elif verb == b"MAIL":
                 send(self.mail_reply)
             elif verb in (b"RCPT", b"RSET", b"NOOP"):
+                send(b"250 2.0.0 Ok")
+            elif verb == b"DATA" and self.data_mode == "250_to_data":
                 send(b"250 2.0.0 Ok")
             elif verb == b"DATA":
                 send(b"354 End data with <CR><LF>.<CR><LF>")

@@ -314,6 +314,19 @@ class WithGoodProvider(CertsMixin, unittest.TestCase):
             self.assertEqual(c.noop()[0], 250)
             c.quit()
 
+    def test_provider_250_to_data_is_never_taken_as_delivery(self):
+        # A 2xx to DATA itself means no content was sent: the client must
+        # not hear that its message was accepted.
+        fake = smtp_fake.FakeSMTP(cert=self.certs.good, data_mode="250_to_data")
+        with fake, smtp_fake.Sealpost(f"smtp://localhost:{fake.port}", self.certs.ca) as s:
+            c = self.login(s)
+            with self.assertRaises((smtplib.SMTPDataError, smtplib.SMTPServerDisconnected)) as cm:
+                c.sendmail(USER, ["bob@example.test"], MESSAGE)
+            if isinstance(cm.exception, smtplib.SMTPDataError):
+                self.assertEqual(cm.exception.smtp_code // 100, 4)
+            self.assertEqual(fake.messages, [])
+            self.assertIn("answered DATA with 250", s.log_text())
+
     def test_provider_slow_past_command_timeout(self):
         fake = smtp_fake.FakeSMTP(cert=self.certs.good, data_mode="slow", slow_seconds=4)
         with fake, smtp_fake.Sealpost(f"smtp://localhost:{fake.port}", self.certs.ca,
