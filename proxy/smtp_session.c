@@ -841,7 +841,15 @@ static void smtp_session_end_of_data(smtp_session *s)
 		log_info(id, "relaying message", "the provider refused it: %d %s",
 			 r->code, r->lines[0]);
 	}
+	bool refused = r->code / 100 != 2;
 	smtp_session_relay_reply(s, r);
+	if (refused && smtp_upstream_usable(s->up)) {
+		/* A provider that refused DATA itself still has MAIL and RCPT
+		 * open; RSET closes its transaction either way, so the client's
+		 * next MAIL starts clean as it expects. */
+		const smtp_reply *rr;
+		(void)smtp_upstream_command(s->up, "RSET", "RSET", &rr);
+	}
 	if (!smtp_upstream_usable(s->up))
 		smtp_session_end(s, "%s", smtp_upstream_failure_detail(s->up));
 }

@@ -59,6 +59,8 @@ class FakeSMTP:
     auth_reply:      the answer to a complete AUTH
     data_mode:       "ok" 250 | "reject" 554 | "drop" close before the reply
                      | "250_to_data" a (broken) 250 to DATA itself, no 354
+                     | "refuse_data" 554 to DATA itself, keeping MAIL/RCPT open
+                       until RSET (as Postfix does)
                      | "slow" reply after slow_seconds
     idle_close:      seconds after which an idle connection gets 421 and closed
     mail_reply:      the answer to MAIL (more lines than one reply: desync)
@@ -82,6 +84,7 @@ class FakeSMTP:
         self.greeting = greeting
         self.auth_reply = auth_reply
         self.data_mode = data_mode
+        self.rsets = 0
         self.slow_seconds = slow_seconds
         self.idle_close = idle_close
         self.mail_reply = mail_reply
@@ -186,6 +189,7 @@ class FakeSMTP:
             return line.rstrip(b"\r\n")
 
         send(self.greeting)
+        tx_open = False
         while True:
             line = read_line()
             if line is None:
@@ -238,9 +242,19 @@ class FakeSMTP:
                     send(b"535 5.7.8 Username and Password not accepted. Learn more at https://x")
                 else:
                     send(self.auth_reply)
+            elif verb == b"MAIL" and tx_open:
+                send(b"503 5.5.1 Error: nested MAIL command")
             elif verb == b"MAIL":
                 send(self.mail_reply)
-            elif verb in (b"RCPT", b"RSET", b"NOOP"):
+                tx_open = self.data_mode == "refuse_data"
+            elif verb == b"RSET":
+                tx_open = False
+                with self.lock:
+                    self.rsets += 1
+                send(b"250 2.0.0 Ok")
+            elif verb == b"DATA" and self.data_mode == "refuse_data":
+                send(b"554 5.7.1 Data refused by fake policy")
+            elif verb in (b"RCPT", b"NOOP"):
                 send(b"250 2.0.0 Ok")
             elif verb == b"DATA" and self.data_mode == "250_to_data":
                 send(b"250 2.0.0 Ok")

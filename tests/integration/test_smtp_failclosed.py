@@ -327,6 +327,20 @@ class WithGoodProvider(CertsMixin, unittest.TestCase):
             self.assertEqual(fake.messages, [])
             self.assertIn("answered DATA with 250", s.log_text())
 
+    def test_provider_refusing_data_gets_rset(self):
+        # Postfix keeps MAIL/RCPT open after refusing DATA itself; the
+        # client's next transaction on the same connection must still work.
+        fake = smtp_fake.FakeSMTP(cert=self.certs.good, data_mode="refuse_data")
+        with fake, smtp_fake.Sealpost(f"smtp://localhost:{fake.port}", self.certs.ca) as s:
+            c = self.login(s)
+            # Step by step: smtplib's sendmail would send its own RSET.
+            self.assertEqual(c.mail(USER)[0], 250)
+            self.assertEqual(c.rcpt("bob@example.test")[0], 250)
+            self.assertEqual(c.data(MESSAGE)[0], 554)
+            self.assertEqual(c.mail(USER)[0], 250)
+            self.assertEqual(fake.rsets, 1)
+            c.quit()
+
     def test_provider_slow_past_command_timeout(self):
         fake = smtp_fake.FakeSMTP(cert=self.certs.good, data_mode="slow", slow_seconds=4)
         with fake, smtp_fake.Sealpost(f"smtp://localhost:{fake.port}", self.certs.ca,
