@@ -197,6 +197,12 @@ static int imap_relay_upstream_line(imap_relay *r, const imap_frame *fr)
 			}
 			int n = imap_capability_rewrite_line(fr->data, fr->len, &r->caps_ctx,
 							     out, size);
+			if (n < 0) {
+				/* Never pass an unfiltered capability list on. */
+				free(out);
+				imap_relay_end(r, "cannot filter the provider's capabilities");
+				return -1;
+			}
 			int ret = n > 0 ? conn_write(r->client, out, (size_t)n) :
 				conn_write(r->client, fr->data, fr->len);
 			free(out);

@@ -23,6 +23,9 @@
 #define IMAP_PREAUTH_MAX 8192
 /* Invalid or not-yet-allowed commands before a client is sent away. */
 #define IMAP_PREAUTH_MAX_ERRORS 10
+/* Failed logins allowed on one connection before it is closed: slows
+ * password guessing through sealpost (the provider limits too). */
+#define IMAP_MAX_AUTH_FAILURES 5
 /* How long a client that broke the protocol gets to read the BYE. */
 #define IMAP_LINGER_MS 2000
 
@@ -73,6 +76,7 @@ typedef struct {
 	imap_upstream_failure upstream_failure;
 	char upstream_error[320];
 	unsigned errors;
+	unsigned auth_failures;
 	bool client_error;		/* drain the client's input before closing */
 
 	/* The command being read, literals inline. May hold a password:
@@ -416,6 +420,12 @@ static int imap_session_login_reply(imap_session *s, imap_login_result result,
 				ret = conn_printf(s->client, "* CAPABILITY %s\r\n", caps);
 			free(caps);
 		}
+		if (n < 0) {
+			/* Never pass an unfiltered capability list on. */
+			free(out);
+			imap_session_set_end(s, "cannot filter the provider's capabilities");
+			return -1;
+		}
 		if (ret == 0)
 			ret = n > 0 ? conn_write(s->client, out, (size_t)n) :
 				conn_write(s->client, ok_line, ok_len);
@@ -438,8 +448,15 @@ static int imap_session_login_reply(imap_session *s, imap_login_result result,
 		return imap_session_reply(s, "%s NO [UNAVAILABLE] %s\r\n", s->tag,
 					  imap_session_unavailable_text(s->upstream_failure));
 	case IMAP_LOGIN_AUTH_FAILED:
-		return imap_session_reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
-					  s->tag);
+		if (imap_session_reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+				       s->tag) < 0)
+			return -1;
+		if (++s->auth_failures >= IMAP_MAX_AUTH_FAILURES) {
+			imap_session_reply(s, "* BYE Too many failed logins.\r\n");
+			imap_session_set_end(s, "%u failed logins", s->auth_failures);
+			return -1;
+		}
+		return 0;
 	case IMAP_LOGIN_AUTH_TEMPORARY:
 		return imap_session_reply(s, "%s NO [UNAVAILABLE] Temporary authentication failure, try again later.\r\n",
 					  s->tag);

@@ -172,6 +172,19 @@ class ImapThroughSealpost(unittest.TestCase):
         self.assertEqual(line, b"a2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
         c.close()
 
+    def test_too_many_failed_logins_close_the_connection(self):
+        c = RawClient(self.s.imaps_port, self.s.ssl_context())
+        c.readline()
+        for i in range(4):
+            c.send(b'a%d LOGIN "alice@example.test" "wrong"\r\n' % i)
+            self.assertEqual(c.until_tagged(b"a%d" % i)[-1],
+                             b"a%d NO [AUTHENTICATIONFAILED] Authentication failed.\r\n" % i)
+        c.send(b'a9 LOGIN "alice@example.test" "wrong"\r\n')
+        rest = c.until_closed(timeout=10)
+        self.assertEqual(rest, b"a9 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+                               b"* BYE Too many failed logins.\r\n")
+        c.close()
+
     def test_wrong_password_and_unknown_user_look_the_same(self):
         replies = []
         for user, pw in (("alice@example.test", "wrong"), ("nobody@example.test", "wrong"),
