@@ -234,18 +234,10 @@ void server_stop(server *srv)
 	errno = saved;
 }
 
-static void *server_session_thread(void *arg)
+/* Takes a session off the running list, gives back its place and frees
+ * it. The session's own socket is already closed (or never used). */
+static void server_session_release(session_start *st)
 {
-	session_start *st = arg;
-	if (st->protocol == LISTENER_IMAP)
-		imap_session_run(&st->env, st->fd);
-	else
-		smtp_session_run(&st->env, st->fd);
-	/* Release OpenSSL's per-thread state now, while the process is
-	 * surely alive: done by the thread-exit destructor instead, it can
-	 * race with OPENSSL_cleanup() in main after the drain (a double free
-	 * seen under ASan). */
-	OPENSSL_thread_stop();
 	server *srv = st->srv;
 	pthread_mutex_lock(&srv->lock);
 	if (st->prev != NULL)
@@ -259,6 +251,21 @@ static void *server_session_thread(void *arg)
 	pthread_cond_broadcast(&srv->ended);
 	pthread_mutex_unlock(&srv->lock);
 	free(st);
+}
+
+static void *server_session_thread(void *arg)
+{
+	session_start *st = arg;
+	if (st->protocol == LISTENER_IMAP)
+		imap_session_run(&st->env, st->fd);
+	else
+		smtp_session_run(&st->env, st->fd);
+	/* Release OpenSSL's per-thread state now, while the process is
+	 * surely alive: done by the thread-exit destructor instead, it can
+	 * race with OPENSSL_cleanup() in main after the drain (a double free
+	 * seen under ASan). */
+	OPENSSL_thread_stop();
+	server_session_release(st);
 	return NULL;
 }
 
@@ -359,16 +366,7 @@ static void server_accept(server *srv, listener *ls)
 		if (err != 0) {
 			log_error(st->env.id, "starting session", "%s", strerror(err));
 			server_refuse(ls, fd);
-			/* Unlink as the session thread would have. */
-			st->fd = -1;
-			pthread_mutex_lock(&srv->lock);
-			if (st->next != NULL)
-				st->next->prev = NULL;
-			srv->running = st->next;
-			close(st->wake_fd);
-			atomic_fetch_sub(&srv->sessions, 1);
-			pthread_mutex_unlock(&srv->lock);
-			free(st);
+			server_session_release(st);
 		}
 	}
 }
