@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_policy.h"
 #include "config.h"
 #include "crypto.h"
 #include "keystore.h"
@@ -39,6 +40,7 @@ static const char main_usage[] =
 	"Commands:\n"
 	"  serve [--config FILE]     run the proxy (no config: a demo provider on loopback)\n"
 	"  check-config FILE         validate a configuration file and exit\n"
+	"  policy set|unset|list     manage per-address and per-domain encryption rules\n"
 	"  version [--cert]          print versions (and the certificate fingerprint)\n"
 	"  help                      this text\n"
 	"\n"
@@ -340,6 +342,8 @@ int main(int argc, char **argv)
 		return cmd_serve(argc - 1, argv + 1);
 	if (strcmp(cmd, "check-config") == 0)
 		return cmd_check_config(argc - 1, argv + 1);
+	if (strcmp(cmd, "policy") == 0)
+		return cli_policy_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc - 1, argv + 1);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||

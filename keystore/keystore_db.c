@@ -1,0 +1,799 @@
+/* keystore_db: STATE_DIR/sealpost.db through SQLite — the policy rules and
+ * the decision log, schema migrations, and one handle shared by all threads. */
+#include "keystore_db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KEYSTORE_DB_FILE "sealpost.db"
+#define KEYSTORE_TARGET_MAX 320
+#define KEYSTORE_DB_BUSY_MS 5000
+#define KEYSTORE_DECISIONS_KEEP 10000u
+
+/* The longest stored value of each decision field: the log must not become
+ * a way to store a message, and a thousand recipients must not bloat it. */
+#define KEYSTORE_DECISION_SHORT 998
+#define KEYSTORE_DECISION_LONG 8192
+
+/* The handle is shared, so an error string in the handle could be
+ * overwritten by another thread before the caller has read it. */
+static _Thread_local char keystore_db_error[1024];
+
+struct keystore_db {
+	sqlite3 *db;
+	char *path;
+	/* Serialises use of the prepared statements: SQLite's own mutex covers
+	 * one call, not a bind-step-reset sequence, nor sqlite3_errmsg after it. */
+	GMutex lock;
+	sqlite3_stmt *lookup, *set, *unset, *list, *log, *prune, *recent;
+	unsigned keep;		/* decisions kept */
+	unsigned since_prune;	/* decisions logged since the last pruning */
+};
+
+/* Ordered: entry i takes a database from user_version i to i + 1. Never edit
+ * a released entry; append a new one. */
+static const char *const keystore_db_migrations[] = {
+	"CREATE TABLE policy ("
+	"  target TEXT PRIMARY KEY"
+	"    CHECK (instr(target, '@') > 0 AND target = lower(target)),"
+	"  policy TEXT NOT NULL CHECK (policy IN ('require', 'opportunistic', 'never')),"
+	"  updated INTEGER NOT NULL"
+	");"
+	"CREATE TABLE decision ("
+	"  id INTEGER PRIMARY KEY,"
+	"  time INTEGER NOT NULL,"
+	"  account TEXT NOT NULL,"
+	"  message_id TEXT,"
+	"  recipients TEXT NOT NULL,"
+	"  decision TEXT NOT NULL,"
+	"  reason TEXT"
+	");"
+	"CREATE INDEX decision_time ON decision(time);",
+};
+#define KEYSTORE_DB_VERSION ((int)G_N_ELEMENTS(keystore_db_migrations))
+
+G_GNUC_PRINTF(1, 2)
+static const char *keystore_db_errorf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(keystore_db_error, sizeof(keystore_db_error), fmt, ap);
+	va_end(ap);
+	/* One line, whatever a path or SQLite put in it. */
+	for (char *p = keystore_db_error; *p != '\0'; p++) {
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	}
+	return keystore_db_error;
+}
+
+/* "PATH: what SQLite said" — call with db->lock held once shared. */
+static const char *keystore_db_sqlite_error(const keystore_db *db, const char *what)
+{
+	int code = sqlite3_errcode(db->db);
+	if (code == SQLITE_NOTADB)
+		return keystore_db_errorf("%s: file is not a database (move it aside to start "
+					  "with an empty one)", db->path);
+	if (what != NULL)
+		return keystore_db_errorf("%s: %s: %s", db->path, what, sqlite3_errmsg(db->db));
+	return keystore_db_errorf("%s: %s", db->path, sqlite3_errmsg(db->db));
+}
+
+const char *keystore_policy_name(keystore_policy p)
+{
+	switch (p) {
+	case KEYSTORE_POLICY_REQUIRE:
+		return "require";
+	case KEYSTORE_POLICY_OPPORTUNISTIC:
+		return "opportunistic";
+	case KEYSTORE_POLICY_NEVER:
+		return "never";
+	case KEYSTORE_POLICY_NONE:
+		break;
+	}
+	return "none";
+}
+
+int keystore_policy_parse(const char *text, keystore_policy *p_r)
+{
+	static const keystore_policy all[] = {
+		KEYSTORE_POLICY_REQUIRE, KEYSTORE_POLICY_OPPORTUNISTIC, KEYSTORE_POLICY_NEVER,
+	};
+	if (text == NULL)
+		return -1;
+	for (size_t i = 0; i < G_N_ELEMENTS(all); i++) {
+		if (g_ascii_strcasecmp(text, keystore_policy_name(all[i])) == 0) {
+			*p_r = all[i];
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Characters RFC 5322 lets an address hold only inside quotes; a rule for
+ * a quoted local part is not worth the ambiguity. */
+static bool keystore_target_special(char c)
+{
+	return strchr("()<>[]:;\\,\"", c) != NULL;
+}
+
+static int keystore_target_check_domain(const char *d, const char **error_r)
+{
+	size_t len = strlen(d);
+	if (len == 0) {
+		*error_r = "empty domain (expected user@domain or @domain)";
+		return -1;
+	}
+	if (d[0] == '[') {
+		/* An address literal: [192.0.2.1] or [IPv6:2001:db8::1]. */
+		if (len < 3 || d[len - 1] != ']') {
+			*error_r = "malformed domain literal (expected [address])";
+			return -1;
+		}
+		for (size_t i = 1; i < len - 1; i++) {
+			if (!g_ascii_isalnum(d[i]) && d[i] != '.' && d[i] != ':') {
+				*error_r = "malformed domain literal (expected [address])";
+				return -1;
+			}
+		}
+		return 0;
+	}
+	bool label_empty = true;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)d[i];
+		if (c == '.') {
+			if (label_empty) {
+				*error_r = "empty label in the domain (a leading, trailing or double '.')";
+				return -1;
+			}
+			label_empty = true;
+			continue;
+		}
+		/* Bytes >= 0x80 are an internationalised name in UTF-8. */
+		if (!g_ascii_isalnum(c) && c != '-' && c != '_' && c < 0x80) {
+			*error_r = "the domain may hold only letters, digits, '-', '_' and '.'";
+			return -1;
+		}
+		label_empty = false;
+	}
+	if (label_empty) {
+		*error_r = "empty label in the domain (a leading, trailing or double '.')";
+		return -1;
+	}
+	return 0;
+}
+
+int keystore_policy_target_normalise(const char *target, char *out, size_t size,
+				     const char **error_r)
+{
+	if (target == NULL || target[0] == '\0') {
+		*error_r = "empty (expected user@domain or @domain)";
+		return -1;
+	}
+	size_t len = strlen(target);
+	if (len > KEYSTORE_TARGET_MAX) {
+		*error_r = "longer than 320 bytes";
+		return -1;
+	}
+	if (size < len + 1) {
+		*error_r = "no room for the normalised target";
+		return -1;
+	}
+	const char *at = NULL;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)target[i];
+		if (c < 0x20 || c == 0x7f) {
+			*error_r = "contains a control character";
+			return -1;
+		}
+		if (c == ' ') {
+			*error_r = "contains a space";
+			return -1;
+		}
+		if (c == '@') {
+			if (at != NULL) {
+				*error_r = "more than one '@' (expected user@domain or @domain)";
+				return -1;
+			}
+			at = target + i;
+		}
+	}
+	if (at == NULL) {
+		*error_r = "no '@' (expected user@domain or @domain)";
+		return -1;
+	}
+	if (!g_utf8_validate(target, (gssize)len, NULL)) {
+		*error_r = "not valid UTF-8";
+		return -1;
+	}
+	for (const char *p = target; p < at; p++) {
+		if (keystore_target_special(*p)) {
+			*error_r = "the local part holds a character an address cannot hold "
+				   "unquoted: ( ) < > [ ] : ; \\ , \"";
+			return -1;
+		}
+	}
+	if (keystore_target_check_domain(at + 1, error_r) < 0)
+		return -1;
+	for (size_t i = 0; i <= len; i++)
+		out[i] = g_ascii_tolower(target[i]);
+	return 0;
+}
+
+/* Runs sql that answers no rows; only while opening, before the handle is shared. */
+static int keystore_db_exec(keystore_db *db, const char *sql, const char *what,
+			    const char **error_r)
+{
+	if (sqlite3_exec(db->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		*error_r = keystore_db_sqlite_error(db, what);
+		return -1;
+	}
+	return 0;
+}
+
+/* The integer a one-row, one-column PRAGMA or SELECT answers. */
+static int keystore_db_query_int(keystore_db *db, const char *sql, int *value_r,
+				 const char **error_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		sqlite3_finalize(st);
+		return -1;
+	}
+	*value_r = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int keystore_db_set_wal(keystore_db *db, const char **error_r)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+	gint64 deadline = g_get_monotonic_time() + KEYSTORE_DB_BUSY_MS * (gint64)1000;
+	while (rc == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		/* Switching a new database to WAL needs an exclusive lock, and
+		 * SQLite answers BUSY at once, without its busy handler, when
+		 * another process opening it at the same moment holds a shared
+		 * one: wait here as the busy timeout would. */
+		if ((rc & 0xff) != SQLITE_BUSY || g_get_monotonic_time() > deadline)
+			break;
+		sqlite3_reset(st);
+		g_usleep(10 * 1000);
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_ROW) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		sqlite3_finalize(st);
+		return -1;
+	}
+	const char *mode = (const char *)sqlite3_column_text(st, 0);
+	/* The server reads rules while the command line writes them: without
+	 * WAL one would stall the other. */
+	if (mode == NULL || g_ascii_strcasecmp(mode, "wal") != 0) {
+		*error_r = keystore_db_errorf("%s: cannot use write-ahead logging (journal mode "
+					      "stays '%s'); is the file system local?",
+					      db->path, mode != NULL ? mode : "?");
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static const char *keystore_db_newer(const keystore_db *db, int version)
+{
+	return keystore_db_errorf("%s: schema version %d is newer than this sealpost knows "
+				  "(%d); use the sealpost that wrote it or a newer one",
+				  db->path, version, KEYSTORE_DB_VERSION);
+}
+
+static int keystore_db_migrate(keystore_db *db, const char **error_r)
+{
+	int version;
+	if (keystore_db_query_int(db, "PRAGMA user_version", &version, error_r) < 0)
+		return -1;
+	if (version > KEYSTORE_DB_VERSION) {
+		*error_r = keystore_db_newer(db, version);
+		return -1;
+	}
+	while (version < KEYSTORE_DB_VERSION) {
+		/* IMMEDIATE: the server and the command line may open a new
+		 * database at the same moment; the version is read again under
+		 * the write lock so that only one of them migrates. */
+		if (keystore_db_exec(db, "BEGIN IMMEDIATE", "cannot start the schema migration",
+				     error_r) < 0)
+			return -1;
+		if (keystore_db_query_int(db, "PRAGMA user_version", &version, error_r) < 0)
+			goto rollback;
+		if (version > KEYSTORE_DB_VERSION) {
+			*error_r = keystore_db_newer(db, version);
+			goto rollback;
+		}
+		if (version == KEYSTORE_DB_VERSION)
+			return keystore_db_exec(db, "COMMIT", NULL, error_r);
+		char what[64], set_version[64];
+		snprintf(what, sizeof(what), "cannot migrate the schema to version %d", version + 1);
+		snprintf(set_version, sizeof(set_version), "PRAGMA user_version = %d", version + 1);
+		if (keystore_db_exec(db, keystore_db_migrations[version], what, error_r) < 0 ||
+		    keystore_db_exec(db, set_version, what, error_r) < 0 ||
+		    keystore_db_exec(db, "COMMIT", what, error_r) < 0)
+			goto rollback;
+		version++;
+	}
+	return 0;
+rollback:
+	sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+static int keystore_db_prepare(keystore_db *db, const char **error_r)
+{
+	static const struct {
+		size_t off;
+		const char *sql;
+	} stmts[] = {
+		{ offsetof(keystore_db, lookup),
+		  /* ?1 the address (or NULL), ?2 "@domain" (or NULL): the
+		   * address wins. */
+		  "SELECT target, policy FROM policy WHERE target IN (?1, ?2) "
+		  "ORDER BY target IS ?1 DESC LIMIT 1" },
+		{ offsetof(keystore_db, set),
+		  "INSERT INTO policy (target, policy, updated) VALUES (?1, ?2, ?3) "
+		  "ON CONFLICT (target) DO UPDATE SET policy = excluded.policy, "
+		  "updated = excluded.updated" },
+		{ offsetof(keystore_db, unset), "DELETE FROM policy WHERE target = ?1" },
+		{ offsetof(keystore_db, list),
+		  "SELECT target, policy, updated FROM policy ORDER BY target" },
+		{ offsetof(keystore_db, log),
+		  "INSERT INTO decision (time, account, message_id, recipients, decision, reason) "
+		  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)" },
+		{ offsetof(keystore_db, prune),
+		  "DELETE FROM decision WHERE id <= "
+		  "(SELECT id FROM decision ORDER BY id DESC LIMIT 1 OFFSET ?1)" },
+		{ offsetof(keystore_db, recent),
+		  "SELECT id, time, account, message_id, recipients, decision, reason "
+		  "FROM decision ORDER BY id DESC LIMIT ?1" },
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(stmts); i++) {
+		sqlite3_stmt **st = (sqlite3_stmt **)((char *)db + stmts[i].off);
+		if (sqlite3_prepare_v3(db->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+				       st, NULL) != SQLITE_OK) {
+			*error_r = keystore_db_sqlite_error(db, "cannot prepare a statement");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Creates the file itself so that its mode is 0600 from the first byte;
+ * SQLite gives its -wal and -shm files the same mode. The descriptor is
+ * closed before SQLite opens the file: closing it later would drop SQLite's
+ * POSIX locks on it. */
+static int keystore_db_create_file(const char *path, const char **error_r)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0) {
+		*error_r = keystore_db_errorf("%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	int ret = 0;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		*error_r = keystore_db_errorf("%s: not a regular file", path);
+		ret = -1;
+	}
+	close(fd);
+	return ret;
+}
+
+/* Policy rules say whom the user writes to: nobody else's business, even
+ * when an older copy of the file was made readable. */
+static int keystore_db_restrict(const char *path, const char **error_r)
+{
+	GStatBuf st;
+	if (g_stat(path, &st) < 0) {
+		*error_r = keystore_db_errorf("%s: cannot stat: %s", path, strerror(errno));
+		return -1;
+	}
+	if ((st.st_mode & 077) != 0 && g_chmod(path, st.st_mode & 0700) < 0) {
+		*error_r = keystore_db_errorf("%s: cannot restrict its mode to 0600: %s",
+					      path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Nothing is changed in a file before it is known to be a database whose
+ * schema this sealpost understands. */
+static int keystore_db_check_file(keystore_db *db, const char **error_r)
+{
+	int n, version;
+	if (keystore_db_query_int(db, "SELECT count(*) FROM sqlite_schema", &n, error_r) < 0 ||
+	    keystore_db_query_int(db, "PRAGMA user_version", &version, error_r) < 0)
+		return -1;
+	if (version > KEYSTORE_DB_VERSION) {
+		*error_r = keystore_db_newer(db, version);
+		return -1;
+	}
+	return 0;
+}
+
+keystore_db *keystore_db_open(const char *state_dir, const char **error_r)
+{
+	if (sqlite3_threadsafe() == 0) {
+		*error_r = "SQLite was built without thread support";
+		return NULL;
+	}
+	if (g_mkdir_with_parents(state_dir, 0700) < 0) {
+		*error_r = keystore_db_errorf("cannot create state_dir %s: %s", state_dir,
+					      strerror(errno));
+		return NULL;
+	}
+	keystore_db *db = g_new0(keystore_db, 1);
+	g_mutex_init(&db->lock);
+	db->path = g_build_filename(state_dir, KEYSTORE_DB_FILE, NULL);
+	db->keep = KEYSTORE_DECISIONS_KEEP;
+	if (keystore_db_create_file(db->path, error_r) < 0)
+		goto fail;
+	int rc = sqlite3_open_v2(db->path, &db->db,
+				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		if (db->db != NULL)
+			*error_r = keystore_db_sqlite_error(db, NULL);
+		else
+			*error_r = keystore_db_errorf("%s: %s", db->path, sqlite3_errstr(rc));
+		goto fail;
+	}
+	sqlite3_extended_result_codes(db->db, 1);
+	sqlite3_busy_timeout(db->db, KEYSTORE_DB_BUSY_MS);
+	if (keystore_db_check_file(db, error_r) < 0 ||
+	    keystore_db_restrict(db->path, error_r) < 0 ||
+	    keystore_db_set_wal(db, error_r) < 0 ||
+	    keystore_db_exec(db, "PRAGMA synchronous = FULL", NULL, error_r) < 0 ||
+	    keystore_db_exec(db, "PRAGMA foreign_keys = ON", NULL, error_r) < 0 ||
+	    keystore_db_migrate(db, error_r) < 0 ||
+	    keystore_db_prepare(db, error_r) < 0)
+		goto fail;
+	return db;
+fail:
+	keystore_db_close(&db);
+	return NULL;
+}
+
+void keystore_db_close(keystore_db **dbp)
+{
+	keystore_db *db = *dbp;
+	if (db == NULL)
+		return;
+	sqlite3_stmt *stmts[] = {
+		db->lookup, db->set, db->unset, db->list, db->log, db->prune, db->recent,
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(stmts); i++)
+		sqlite3_finalize(stmts[i]);
+	sqlite3_close(db->db);
+	g_mutex_clear(&db->lock);
+	g_free(db->path);
+	g_free(db);
+	*dbp = NULL;
+}
+
+int keystore_db_schema_version(keystore_db *db)
+{
+	int version;
+	const char *error;
+	g_mutex_lock(&db->lock);
+	if (keystore_db_query_int(db, "PRAGMA user_version", &version, &error) < 0)
+		version = -1;
+	g_mutex_unlock(&db->lock);
+	return version;
+}
+
+void keystore_db_set_decision_limit(keystore_db *db, unsigned keep)
+{
+	g_mutex_lock(&db->lock);
+	db->keep = keep > 0 ? keep : 1;
+	/* Takes effect with the next decision. */
+	db->since_prune = db->keep;
+	g_mutex_unlock(&db->lock);
+}
+
+/* Leaves the statement ready for its next use: an unreset statement would
+ * hold a read transaction open, and the server would stop seeing new rules. */
+static void keystore_db_done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+static void keystore_lower_copy(char *out, const char *in, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		out[i] = g_ascii_tolower(in[i]);
+	out[len] = '\0';
+}
+
+int keystore_policy_lookup(keystore_db *db, const char *address,
+			   keystore_policy *policy_r, char *matched_r,
+			   size_t matched_size, const char **error_r)
+{
+	char exact[KEYSTORE_TARGET_MAX + 1], domain[KEYSTORE_TARGET_MAX + 1];
+	bool have_exact = false, have_domain = false;
+	*policy_r = KEYSTORE_POLICY_NONE;
+	if (matched_r != NULL && matched_size > 0)
+		matched_r[0] = '\0';
+	/* Not validated: anything that cannot be a rule's target simply
+	 * matches nothing, and the domain may still have a rule. */
+	const char *at = strrchr(address, '@');
+	size_t len = strlen(address);
+	if (at != NULL && len <= KEYSTORE_TARGET_MAX) {
+		keystore_lower_copy(exact, address, len);
+		have_exact = true;
+	}
+	if (at != NULL && at[1] != '\0' && strlen(at) <= KEYSTORE_TARGET_MAX) {
+		keystore_lower_copy(domain, at, strlen(at));
+		have_domain = true;
+	}
+	if (!have_exact && !have_domain)
+		return 0;
+
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->lookup;
+	if (have_exact)
+		sqlite3_bind_text(st, 1, exact, -1, SQLITE_STATIC);
+	if (have_domain)
+		sqlite3_bind_text(st, 2, domain, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *target = (const char *)sqlite3_column_text(st, 0);
+		const char *policy = (const char *)sqlite3_column_text(st, 1);
+		if (keystore_policy_parse(policy, policy_r) < 0) {
+			*error_r = keystore_db_errorf("%s: unknown policy for %s", db->path,
+						      target != NULL ? target : "?");
+			*policy_r = KEYSTORE_POLICY_NONE;
+			ret = -1;
+		} else if (matched_r != NULL && target != NULL) {
+			g_strlcpy(matched_r, target, matched_size);
+		}
+	} else if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_policy_set(keystore_db *db, const char *target, keystore_policy p,
+			const char **error_r)
+{
+	char norm[KEYSTORE_TARGET_MAX + 1];
+	const char *why;
+	if (keystore_policy_target_normalise(target, norm, sizeof(norm), &why) < 0) {
+		*error_r = keystore_db_errorf("invalid target: %s", why);
+		return -1;
+	}
+	if (p != KEYSTORE_POLICY_REQUIRE && p != KEYSTORE_POLICY_OPPORTUNISTIC &&
+	    p != KEYSTORE_POLICY_NEVER) {
+		*error_r = "invalid policy: expected require, opportunistic or never";
+		return -1;
+	}
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->set;
+	sqlite3_bind_text(st, 1, norm, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, keystore_policy_name(p), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_policy_unset(keystore_db *db, const char *target, bool *existed_r,
+			  const char **error_r)
+{
+	char norm[KEYSTORE_TARGET_MAX + 1];
+	const char *why;
+	*existed_r = false;
+	if (keystore_policy_target_normalise(target, norm, sizeof(norm), &why) < 0) {
+		*error_r = keystore_db_errorf("invalid target: %s", why);
+		return -1;
+	}
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->unset;
+	sqlite3_bind_text(st, 1, norm, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	} else {
+		*existed_r = sqlite3_changes(db->db) > 0;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+typedef struct {
+	char *target;
+	keystore_policy policy;
+	int64_t updated;
+} keystore_rule_copy;
+
+static void keystore_rule_copy_clear(void *p)
+{
+	g_free(((keystore_rule_copy *)p)->target);
+}
+
+int keystore_policy_list(keystore_db *db,
+			 int (*fn)(void *ctx, const keystore_policy_rule *rule),
+			 void *ctx, const char **error_r)
+{
+	/* Rows are copied out first, so that fn runs without the lock and may
+	 * use the database itself. */
+	GArray *rules = g_array_new(FALSE, FALSE, sizeof(keystore_rule_copy));
+	g_array_set_clear_func(rules, keystore_rule_copy_clear);
+	int ret = 0, rc;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->list;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		keystore_rule_copy r = {
+			.target = g_strdup((const char *)sqlite3_column_text(st, 0)),
+			.updated = sqlite3_column_int64(st, 2),
+		};
+		if (r.target == NULL ||
+		    keystore_policy_parse((const char *)sqlite3_column_text(st, 1), &r.policy) < 0) {
+			*error_r = keystore_db_errorf("%s: a policy rule is damaged", db->path);
+			g_free(r.target);
+			ret = -1;
+			break;
+		}
+		g_array_append_val(rules, r);
+	}
+	if (ret == 0 && rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	for (guint i = 0; ret == 0 && i < rules->len; i++) {
+		const keystore_rule_copy *r = &g_array_index(rules, keystore_rule_copy, i);
+		const keystore_policy_rule rule = {
+			.target = r->target, .policy = r->policy, .updated = r->updated,
+		};
+		if (fn(ctx, &rule) != 0)
+			break;
+	}
+	g_array_free(rules, TRUE);
+	return ret;
+}
+
+/* Binds at most cap bytes of s, cut at a UTF-8 character boundary. */
+static void keystore_db_bind_capped(sqlite3_stmt *st, int i, const char *s, size_t cap)
+{
+	if (s == NULL) {
+		sqlite3_bind_null(st, i);
+		return;
+	}
+	size_t n = strlen(s);
+	if (n > cap) {
+		n = cap;
+		while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+			n--;
+	}
+	sqlite3_bind_text(st, i, s, (int)n, SQLITE_STATIC);
+}
+
+int keystore_db_log_decision(keystore_db *db, const keystore_decision *d,
+			     const char **error_r)
+{
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->log;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)time(NULL));
+	keystore_db_bind_capped(st, 2, d->account != NULL ? d->account : "",
+				KEYSTORE_DECISION_SHORT);
+	keystore_db_bind_capped(st, 3, d->message_id, KEYSTORE_DECISION_SHORT);
+	keystore_db_bind_capped(st, 4, d->recipients != NULL ? d->recipients : "",
+				KEYSTORE_DECISION_LONG);
+	keystore_db_bind_capped(st, 5, d->decision != NULL ? d->decision : "",
+				KEYSTORE_DECISION_SHORT);
+	keystore_db_bind_capped(st, 6, d->reason, KEYSTORE_DECISION_SHORT);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	/* Pruning every time would cost a second write per message; every
+	 * keep/64 decisions bounds the table to keep + keep/64 rows. */
+	unsigned every = db->keep / 64 > 0 ? db->keep / 64 : 1;
+	if (ret == 0 && ++db->since_prune >= every) {
+		st = db->prune;
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)db->keep);
+		/* A failed pruning is retried with the next decision; the
+		 * decision itself is logged. */
+		if (sqlite3_step(st) == SQLITE_DONE)
+			db->since_prune = 0;
+		keystore_db_done(st);
+	}
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+typedef struct {
+	int64_t id, time;
+	char *account, *message_id, *recipients, *decision, *reason;
+} keystore_decision_copy;
+
+static void keystore_decision_copy_clear(void *p)
+{
+	keystore_decision_copy *c = p;
+	g_free(c->account);
+	g_free(c->message_id);
+	g_free(c->recipients);
+	g_free(c->decision);
+	g_free(c->reason);
+}
+
+int keystore_db_recent_decisions(keystore_db *db, unsigned limit,
+				 int (*fn)(void *ctx, const keystore_decision_row *row),
+				 void *ctx, const char **error_r)
+{
+	GArray *rows = g_array_new(FALSE, FALSE, sizeof(keystore_decision_copy));
+	g_array_set_clear_func(rows, keystore_decision_copy_clear);
+	int ret = 0, rc;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->recent;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		keystore_decision_copy c = {
+			.id = sqlite3_column_int64(st, 0),
+			.time = sqlite3_column_int64(st, 1),
+			.account = g_strdup((const char *)sqlite3_column_text(st, 2)),
+			.message_id = g_strdup((const char *)sqlite3_column_text(st, 3)),
+			.recipients = g_strdup((const char *)sqlite3_column_text(st, 4)),
+			.decision = g_strdup((const char *)sqlite3_column_text(st, 5)),
+			.reason = g_strdup((const char *)sqlite3_column_text(st, 6)),
+		};
+		g_array_append_val(rows, c);
+	}
+	if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	for (guint i = 0; ret == 0 && i < rows->len; i++) {
+		const keystore_decision_copy *c = &g_array_index(rows, keystore_decision_copy, i);
+		const keystore_decision_row row = {
+			.id = c->id, .time = c->time,
+			.account = c->account != NULL ? c->account : "",
+			.message_id = c->message_id,
+			.recipients = c->recipients != NULL ? c->recipients : "",
+			.decision = c->decision != NULL ? c->decision : "",
+			.reason = c->reason,
+		};
+		if (fn(ctx, &row) != 0)
+			break;
+	}
+	g_array_free(rows, TRUE);
+	return ret;
+}

@@ -1,0 +1,315 @@
+/* cli_policy: `sealpost policy set|unset|list` on the rules in the
+ * configuration's STATE_DIR/sealpost.db; a running server sees each change. */
+#include "cli_policy.h"
+
+#include <glib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "keystore_db.h"
+
+/* A normalised target and its terminating NUL (keystore_db.h). */
+#define CLI_POLICY_TARGET_SIZE 321
+
+/* The exit codes of docs/cli.md, as in main.c. */
+enum {
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_RUNTIME = 1,
+	CLI_EXIT_USAGE = 2,
+	CLI_EXIT_CONFIG = 3,
+};
+
+/* Same rule as `sealpost serve`: the per-user config when it exists. */
+static char *cli_policy_default_config(void)
+{
+	char *path = g_build_filename(g_get_user_config_dir(), "sealpost",
+				      "sealpost.conf", NULL);
+	if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
+		return path;
+	g_free(path);
+	return NULL;
+}
+
+/* What the user typed, safe to echo on one line of a terminal. */
+static char *cli_policy_printable(const char *s)
+{
+	char *valid = g_utf8_make_valid(s, -1);
+	GString *out = g_string_new("");
+	for (const char *p = valid; *p != '\0'; p = g_utf8_next_char(p)) {
+		if (g_utf8_pointer_to_offset(valid, p) >= 80) {
+			g_string_append(out, "...");
+			break;
+		}
+		gunichar c = g_utf8_get_char(p);
+		if (g_unichar_iscntrl(c))
+			g_string_append_c(out, '?');
+		else
+			g_string_append_unichar(out, c);
+	}
+	g_free(valid);
+	return g_string_free(out, FALSE);
+}
+
+/* ISO 8601 in UTC, e.g. 2026-03-01T12:00:00Z (g_free). */
+static char *cli_policy_time(int64_t t)
+{
+	GDateTime *dt = g_date_time_new_from_unix_utc(t);
+	if (dt == NULL)
+		return g_strdup("?");
+	char *s = g_date_time_format_iso8601(dt);
+	g_date_time_unref(dt);
+	return s != NULL ? s : g_strdup("?");
+}
+
+/* s as a JSON string literal: valid UTF-8, quotes, backslashes and every
+ * control character escaped (RFC 8259 section 7). */
+static void cli_policy_json_string(GString *out, const char *s)
+{
+	char *valid = g_utf8_make_valid(s, -1);
+	g_string_append_c(out, '"');
+	for (const unsigned char *p = (const unsigned char *)valid; *p != '\0'; p++) {
+		switch (*p) {
+		case '"':
+			g_string_append(out, "\\\"");
+			break;
+		case '\\':
+			g_string_append(out, "\\\\");
+			break;
+		case '\n':
+			g_string_append(out, "\\n");
+			break;
+		case '\r':
+			g_string_append(out, "\\r");
+			break;
+		case '\t':
+			g_string_append(out, "\\t");
+			break;
+		default:
+			if (*p < 0x20 || *p == 0x7f)
+				g_string_append_printf(out, "\\u%04x", *p);
+			else
+				g_string_append_c(out, (char)*p);
+		}
+	}
+	g_string_append_c(out, '"');
+	g_free(valid);
+}
+
+typedef struct {
+	char *target;
+	keystore_policy policy;
+	int64_t updated;
+} cli_policy_rule;
+
+static void cli_policy_rule_clear(void *p)
+{
+	g_free(((cli_policy_rule *)p)->target);
+}
+
+static int cli_policy_collect(void *ctx, const keystore_policy_rule *rule)
+{
+	cli_policy_rule r = {
+		.target = g_strdup(rule->target),
+		.policy = rule->policy,
+		.updated = rule->updated,
+	};
+	g_array_append_val((GArray *)ctx, r);
+	return 0;
+}
+
+static int cli_policy_list(keystore_db *db, bool json)
+{
+	GArray *rules = g_array_new(FALSE, FALSE, sizeof(cli_policy_rule));
+	g_array_set_clear_func(rules, cli_policy_rule_clear);
+	const char *error;
+	if (keystore_policy_list(db, cli_policy_collect, rules, &error) < 0) {
+		fprintf(stderr, "sealpost policy list: %s\n", error);
+		g_array_free(rules, TRUE);
+		return CLI_EXIT_RUNTIME;
+	}
+	GString *out = g_string_new(json ? "[" : "");
+	int width = 0, policy_width = 0;
+	for (guint i = 0; i < rules->len; i++) {
+		const cli_policy_rule *r = &g_array_index(rules, cli_policy_rule, i);
+		width = MAX(width, (int)g_utf8_strlen(r->target, -1));
+		policy_width = MAX(policy_width, (int)strlen(keystore_policy_name(r->policy)));
+	}
+	for (guint i = 0; i < rules->len; i++) {
+		const cli_policy_rule *r = &g_array_index(rules, cli_policy_rule, i);
+		char *when = cli_policy_time(r->updated);
+		if (json) {
+			g_string_append(out, i == 0 ? "\n  {\"target\": " : ",\n  {\"target\": ");
+			cli_policy_json_string(out, r->target);
+			g_string_append_printf(out, ", \"policy\": \"%s\", \"updated\": ",
+					       keystore_policy_name(r->policy));
+			cli_policy_json_string(out, when);
+			g_string_append_c(out, '}');
+		} else {
+			/* Padded by characters, not bytes, so that columns align
+			 * with internationalised names too. */
+			g_string_append(out, r->target);
+			for (int pad = (int)g_utf8_strlen(r->target, -1); pad < width; pad++)
+				g_string_append_c(out, ' ');
+			g_string_append_printf(out, "  %-*s  updated %s\n", policy_width,
+					       keystore_policy_name(r->policy), when);
+		}
+		g_free(when);
+	}
+	if (json)
+		g_string_append(out, rules->len > 0 ? "\n]\n" : "]\n");
+	fputs(out->str, stdout);
+	g_string_free(out, TRUE);
+	g_array_free(rules, TRUE);
+	return CLI_EXIT_OK;
+}
+
+static const char cli_policy_summary[] =
+	"Commands:\n"
+	"  set TARGET POLICY   add or replace the rule for TARGET\n"
+	"  unset TARGET        remove the rule for TARGET\n"
+	"  list [--json]       print every rule\n"
+	"\n"
+	"TARGET is an address (user@domain) or a domain (@domain), stored in lower\n"
+	"case; an address's rule beats its domain's. POLICY is require,\n"
+	"opportunistic or never. The rules live in STATE_DIR/sealpost.db of the\n"
+	"configuration; a running sealpost applies a change to the next recipient.";
+
+/* Checks the command line before anything is read: a usage error is
+ * reported as such even when the configuration is broken too. */
+static int cli_policy_check_args(int argc, char **argv, bool json, char *target,
+				 keystore_policy *policy)
+{
+	const char *sub = argv[1];
+	int want = strcmp(sub, "set") == 0 ? 4 : strcmp(sub, "unset") == 0 ? 3 : 2;
+	if (strcmp(sub, "set") != 0 && strcmp(sub, "unset") != 0 && strcmp(sub, "list") != 0) {
+		char *p = cli_policy_printable(sub);
+		fprintf(stderr, "sealpost policy: unknown command '%s': expected set, unset or list\n", p);
+		g_free(p);
+		return -1;
+	}
+	if (argc != want) {
+		static const char *const usage[] = { "list", "unset TARGET", "set TARGET POLICY" };
+		fprintf(stderr, "sealpost policy %s: usage: sealpost policy %s [--config FILE]%s\n",
+			sub, usage[want - 2], want == 2 ? " [--json]" : "");
+		return -1;
+	}
+	if (json && want != 2) {
+		fprintf(stderr, "sealpost policy %s: --json applies to list only\n", sub);
+		return -1;
+	}
+	if (want >= 3) {
+		const char *why;
+		if (keystore_policy_target_normalise(argv[2], target, CLI_POLICY_TARGET_SIZE, &why) < 0) {
+			char *p = cli_policy_printable(argv[2]);
+			fprintf(stderr, "sealpost policy %s: invalid TARGET '%s': %s\n", sub, p, why);
+			g_free(p);
+			return -1;
+		}
+	}
+	if (want == 4 && keystore_policy_parse(argv[3], policy) < 0) {
+		char *p = cli_policy_printable(argv[3]);
+		fprintf(stderr, "sealpost policy set: invalid POLICY '%s': expected require, "
+			"opportunistic or never\n", p);
+		g_free(p);
+		return -1;
+	}
+	return 0;
+}
+
+int cli_policy_main(int argc, char **argv)
+{
+	char *config_path = NULL;
+	gboolean json = FALSE;
+	GOptionEntry entries[] = {
+		{ "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
+		  "Configuration file (default: ~/.config/sealpost/sealpost.conf)", "FILE" },
+		{ "json", 0, 0, G_OPTION_ARG_NONE, &json,
+		  "list: print the rules as a JSON array", NULL },
+		G_OPTION_ENTRY_NULL
+	};
+	GOptionContext *ctx = g_option_context_new(
+		"set TARGET POLICY | unset TARGET | list - manage encryption policy rules");
+	g_option_context_add_main_entries(ctx, entries, NULL);
+	g_option_context_set_summary(ctx, cli_policy_summary);
+	GError *err = NULL;
+	bool parsed = g_option_context_parse(ctx, &argc, &argv, &err);
+	g_option_context_free(ctx);
+	if (!parsed) {
+		fprintf(stderr, "sealpost policy: %s\n", err->message);
+		g_error_free(err);
+		g_free(config_path);
+		return CLI_EXIT_USAGE;
+	}
+	/* GOption leaves "--" in place; it only protects a TARGET that starts
+	 * with '-' from being taken for an option. */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0) {
+			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i - 1) * sizeof(*argv));
+			argc--;
+			break;
+		}
+	}
+	if (argc < 2) {
+		fprintf(stderr, "sealpost policy: expected set, unset or list "
+			"(sealpost policy --help)\n");
+		g_free(config_path);
+		return CLI_EXIT_USAGE;
+	}
+	char target[CLI_POLICY_TARGET_SIZE] = "";
+	keystore_policy policy = KEYSTORE_POLICY_NONE;
+	if (cli_policy_check_args(argc, argv, json, target, &policy) < 0) {
+		g_free(config_path);
+		return CLI_EXIT_USAGE;
+	}
+	const char *sub = argv[1];
+
+	if (config_path == NULL)
+		config_path = cli_policy_default_config();
+	if (config_path == NULL) {
+		fprintf(stderr, "sealpost policy: no configuration; give --config FILE\n");
+		return CLI_EXIT_USAGE;
+	}
+	const char *error;
+	config *cfg = config_load(config_path, &error);
+	g_free(config_path);
+	if (cfg == NULL) {
+		fprintf(stderr, "%s\n", error);
+		return CLI_EXIT_CONFIG;
+	}
+	keystore_db *db = keystore_db_open(cfg->state_dir, &error);
+	config_free(&cfg);
+	if (db == NULL) {
+		fprintf(stderr, "sealpost policy: %s\n", error);
+		return CLI_EXIT_RUNTIME;
+	}
+
+	int ret = CLI_EXIT_OK;
+	if (strcmp(sub, "list") == 0) {
+		ret = cli_policy_list(db, json);
+	} else if (strcmp(sub, "set") == 0) {
+		if (keystore_policy_set(db, target, policy, &error) < 0) {
+			fprintf(stderr, "sealpost policy set: %s\n", error);
+			ret = CLI_EXIT_RUNTIME;
+		} else {
+			printf("%s  %s\n", target, keystore_policy_name(policy));
+		}
+	} else {
+		bool existed = false;
+		if (keystore_policy_unset(db, target, &existed, &error) < 0) {
+			fprintf(stderr, "sealpost policy unset: %s\n", error);
+			ret = CLI_EXIT_RUNTIME;
+		} else if (!existed) {
+			fprintf(stderr, "sealpost policy unset: no rule for %s\n", target);
+			ret = CLI_EXIT_RUNTIME;
+		} else {
+			printf("%s  removed\n", target);
+		}
+	}
+	keystore_db_close(&db);
+	if (fflush(stdout) != 0 && ret == CLI_EXIT_OK) {
+		fprintf(stderr, "sealpost policy: cannot write the output\n");
+		ret = CLI_EXIT_RUNTIME;
+	}
+	return ret;
+}
