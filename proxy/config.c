@@ -29,7 +29,8 @@ static const char *const config_account_keys[] = {
 	"address", "imap_listen", "imaps_listen", "smtp_listen",
 	"smtps_listen", "pop3_listen", "pop3s_listen", "imap_upstream",
 	"smtp_upstream", "pop3_upstream", "upstream_ca_file",
-	"client_plaintext_auth", NULL,
+	"client_plaintext_auth", "policy", "sign", "clear_subject",
+	"prefer_encrypt", "policy_header", NULL,
 };
 
 /* Line (1-based) of "key =" inside [group], or of the group header when key
@@ -591,6 +592,33 @@ static int config_load_account(const config_ctx *ctx, const config *cfg,
 	a->client_plaintext_auth = true;
 	if (config_get_bool(ctx, group, "client_plaintext_auth", &a->client_plaintext_auth) < 0)
 		return -1;
+	a->policy = KEYSTORE_POLICY_OPPORTUNISTIC;
+	char *v = config_get(ctx, group, "policy");
+	if (v != NULL) {
+		int ret = keystore_policy_parse(v, &a->policy);
+		if (ret < 0)
+			config_fail(ctx, group, "policy",
+				    "expected require, opportunistic or never, got '%s'", v);
+		g_free(v);
+		if (ret < 0)
+			return -1;
+	}
+	a->policy_header = true;
+	if (config_get_bool(ctx, group, "sign", &a->sign) < 0 ||
+	    config_get_bool(ctx, group, "clear_subject", &a->clear_subject) < 0 ||
+	    config_get_bool(ctx, group, "policy_header", &a->policy_header) < 0)
+		return -1;
+	v = config_get(ctx, group, "prefer_encrypt");
+	if (v != NULL) {
+		bool ok = strcmp(v, "mutual") == 0 || strcmp(v, "nopreference") == 0;
+		if (!ok)
+			config_fail(ctx, group, "prefer_encrypt",
+				    "expected mutual or nopreference, got '%s'", v);
+		a->prefer_encrypt_mutual = strcmp(v, "mutual") == 0;
+		g_free(v);
+		if (!ok)
+			return -1;
+	}
 	return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keystore_db.h"
 #include "log.h"
 
 typedef struct {
@@ -49,6 +50,12 @@ typedef struct {
 	/* Allow LOGIN/AUTH from the client before it started TLS (loopback
 	 * listeners only). */
 	bool client_plaintext_auth;
+	/* Outbound encryption (docs/configuration.md). */
+	keystore_policy policy;		/* the account's default */
+	bool sign;			/* sign outgoing messages */
+	bool clear_subject;		/* keep the Subject on the outer header */
+	bool prefer_encrypt_mutual;	/* Autocrypt prefer-encrypt=mutual */
+	bool policy_header;		/* honour X-Sealpost-Encrypt/-Sign */
 } config_account;
 
 typedef struct {

@@ -44,6 +44,8 @@ struct server {
 	const config *cfg;
 	tls_server *tls_srv;
 	tls_client **tls_clis;		/* one per account */
+	keystore_db *db;		/* policy rules, decision log */
+	keystore_keys *keys;		/* key lookups, shared by all sessions */
 	listener *listeners;
 	size_t n_listeners;
 	int stop_pipe[2];
@@ -182,6 +184,12 @@ server *server_new(const config *cfg, const char **error_r)
 	srv->tls_srv = tls_server_new(cfg->tls_cert, cfg->tls_key, error_r);
 	if (srv->tls_srv == NULL)
 		goto fail;
+	srv->db = keystore_db_open(cfg->state_dir, error_r);
+	if (srv->db == NULL)
+		goto fail;
+	srv->keys = keystore_keys_new(cfg->gnupg_home, error_r);
+	if (srv->keys == NULL)
+		goto fail;
 	for (size_t i = 0; i < cfg->n_accounts; i++) {
 		const config_account *a = cfg->accounts[i];
 		srv->tls_clis[i] = tls_client_new(a->upstream_ca_file, error_r);
@@ -216,6 +224,8 @@ void server_free(server **srvp)
 	}
 	free(srv->tls_clis);
 	tls_server_free(&srv->tls_srv);
+	keystore_keys_free(&srv->keys);
+	keystore_db_close(&srv->db);
 	if (srv->stop_pipe[0] >= 0)
 		close(srv->stop_pipe[0]);
 	if (srv->stop_pipe[1] >= 0)
@@ -332,6 +342,8 @@ static void server_accept(server *srv, listener *ls)
 		st->env.account = ls->account;
 		st->env.tls_srv = srv->tls_srv;
 		st->env.tls_cli = ls->tls_cli;
+		st->env.db = srv->db;
+		st->env.keys = srv->keys;
 		st->env.implicit_tls = ls->implicit_tls;
 		st->env.client_loopback = loopback;
 		snprintf(st->env.id, sizeof(st->env.id), "%s-%lu",

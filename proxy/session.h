@@ -7,6 +7,8 @@
 
 #include "config.h"
 #include "conn.h"
+#include "keystore_db.h"
+#include "keystore_keys.h"
 #include "tls.h"
 
 typedef struct {
@@ -14,6 +16,8 @@ typedef struct {
 	const config_account *account;
 	tls_server *tls_srv;		/* client-facing certificate */
 	tls_client *tls_cli;		/* upstream verification for this account */
+	keystore_db *db;		/* shared: policy rules, decision log */
+	keystore_keys *keys;		/* shared: key lookups */
 	bool implicit_tls;		/* listener is imaps/smtps/pop3s */
 	char id[24];			/* e.g. "imap-0001a" */
 	char client_desc[64];		/* "127.0.0.1:40022" */

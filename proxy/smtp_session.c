@@ -9,8 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <glib.h>
+
 #include "log.h"
 #include "session.h"
+#include "smtp_outbound.h"
 #include "smtp_parser.h"
 #include "smtp_spool.h"
 #include "smtp_upstream.h"
@@ -56,11 +59,16 @@ static const char *const smtp_state_names[] = {
 	[SMTP_STATE_QUIT] = "quit",
 };
 
-/* One mail transaction: what the provider accepted so far (outbound
- * encryption will encrypt to exactly these recipients). */
+/* One mail transaction: what the provider accepted so far. Encryption
+ * works for exactly these recipients, and when a message leaves as several
+ * copies (Bcc) the envelope is replayed from here. */
 typedef struct {
 	char *reverse_path;
-	char **rcpts;
+	char *mail_params;	/* " KEY=VALUE ..." as sent, SIZE left out */
+	bool mail_size;		/* the client declared a SIZE */
+	char **rcpts;		/* paths as sent */
+	char **rcpt_params;	/* " NOTIFY=... ORCPT=..." as sent, or "" */
+	char **rcpt_addrs;	/* bare addresses; NULL when the path has none */
 	size_t n_rcpts, rcpts_cap;
 	bool open_upstream;	/* MAIL accepted upstream: RSET it on abort */
 } smtp_tx;
@@ -72,6 +80,8 @@ typedef struct {
 	smtp_command_parser *parser;
 	smtp_data_reader *reader;
 	smtp_spool *spool;
+	smtp_spool *out_spool;	/* one copy of the message as it leaves */
+	smtp_outbound *outbound;
 	uint8_t *body_out;	/* un-dot-stuffed bytes on their way to the spool */
 	smtp_state state;
 	bool authenticated;
@@ -257,10 +267,39 @@ static void smtp_session_upstream_lost(smtp_session *s)
 static void smtp_tx_clear(smtp_tx *tx)
 {
 	free(tx->reverse_path);
-	for (size_t i = 0; i < tx->n_rcpts; i++)
+	free(tx->mail_params);
+	for (size_t i = 0; i < tx->n_rcpts; i++) {
 		free(tx->rcpts[i]);
+		free(tx->rcpt_params[i]);
+		g_free(tx->rcpt_addrs[i]);
+	}
 	free(tx->rcpts);
+	free(tx->rcpt_params);
+	free(tx->rcpt_addrs);
 	memset(tx, 0, sizeof(*tx));
+}
+
+/* " KEY=VALUE ..." of every parameter except skip (may be NULL). */
+static char *smtp_params_text(const smtp_path_args *a, const char *skip)
+{
+	size_t len = 1;
+	for (size_t i = 0; i < a->n_params; i++)
+		len += 1 + a->params[i].len;
+	char *out = malloc(len);
+	if (out == NULL)
+		return NULL;
+	size_t o = 0;
+	for (size_t i = 0; i < a->n_params; i++) {
+		const smtp_param *p = &a->params[i];
+		if (skip != NULL && p->key_len == strlen(skip) &&
+		    strncasecmp(p->text, skip, p->key_len) == 0)
+			continue;
+		out[o++] = ' ';
+		memcpy(out + o, p->text, p->len);
+		o += p->len;
+	}
+	out[o] = '\0';
+	return out;
 }
 
 /* Drops the transaction here and at the provider. -1 when the provider
@@ -283,20 +322,34 @@ static int smtp_session_tx_abort(smtp_session *s)
 	return 0;
 }
 
-static int smtp_tx_add_rcpt(smtp_tx *tx, const char *path, size_t len)
+static int smtp_tx_add_rcpt(smtp_tx *tx, const smtp_path_args *args)
 {
 	if (tx->n_rcpts == tx->rcpts_cap) {
 		size_t cap = tx->rcpts_cap == 0 ? 8 : tx->rcpts_cap * 2;
 		char **r = realloc(tx->rcpts, cap * sizeof(*r));
-		if (r == NULL)
+		if (r != NULL)
+			tx->rcpts = r;
+		char **rp = realloc(tx->rcpt_params, cap * sizeof(*rp));
+		if (rp != NULL)
+			tx->rcpt_params = rp;
+		char **ra = realloc(tx->rcpt_addrs, cap * sizeof(*ra));
+		if (ra != NULL)
+			tx->rcpt_addrs = ra;
+		if (r == NULL || rp == NULL || ra == NULL)
 			return -1;
-		tx->rcpts = r;
 		tx->rcpts_cap = cap;
 	}
-	char *p = strndup(path, len);
-	if (p == NULL)
+	char *p = strndup(args->path, args->path_len);
+	char *params = smtp_params_text(args, NULL);
+	if (p == NULL || params == NULL) {
+		free(p);
+		free(params);
 		return -1;
-	tx->rcpts[tx->n_rcpts++] = p;
+	}
+	tx->rcpts[tx->n_rcpts] = p;
+	tx->rcpt_params[tx->n_rcpts] = params;
+	tx->rcpt_addrs[tx->n_rcpts] = smtp_outbound_path_address(args->path, args->path_len);
+	tx->n_rcpts++;
 	return 0;
 }
 
@@ -715,6 +768,13 @@ static void proceed_mail(smtp_session *s, const smtp_command *cmd,
 	if (r->code / 100 == 2) {
 		s->tx.open_upstream = true;
 		s->tx.reverse_path = strndup(args->path, args->path_len);
+		s->tx.mail_params = smtp_params_text(args, "SIZE");
+		s->tx.mail_size = smtp_path_args_find(args, "SIZE") != NULL;
+		if (s->tx.reverse_path == NULL || s->tx.mail_params == NULL) {
+			if (smtp_session_tx_abort(s) == 0)
+				smtp_session_reply(s, "451 4.3.0 Out of memory");
+			return;
+		}
 		smtp_session_enter(s, SMTP_STATE_MAIL);
 	}
 	smtp_session_relay_reply(s, r);
@@ -733,6 +793,11 @@ static const char *check_rcpt(smtp_session *s, const smtp_command *cmd,
 		return smtp_session_format(s, "501 5.5.4 %s", error);
 	if (s->tx.n_rcpts >= SMTP_MAX_RCPTS)
 		return smtp_session_format(s, "452 4.5.3 Too many recipients");
+	char *address = smtp_outbound_path_address(args->path, args->path_len);
+	const char *refusal_now = smtp_outbound_check_rcpt(s->outbound, address);
+	g_free(address);
+	if (refusal_now != NULL)
+		return smtp_session_format(s, "%s", refusal_now);
 	return NULL;
 }
 
@@ -741,14 +806,21 @@ static void proceed_rcpt(smtp_session *s, const smtp_command *cmd,
 {
 	(void)cmd;
 	const smtp_reply *r;
+	/* Recorded before the provider hears of it: a recipient the provider
+	 * has must never be one sealpost does not know about. */
+	if (smtp_tx_add_rcpt(&s->tx, args) < 0) {
+		smtp_session_reply(s, "451 4.3.0 Out of memory");
+		return;
+	}
 	if (smtp_session_envelope_command(s, "RCPT TO:", args, &r) < 0)
 		return;
 	if (r->code / 100 == 2) {
-		if (smtp_tx_add_rcpt(&s->tx, args->path, args->path_len) < 0) {
-			smtp_session_reply(s, "451 4.3.0 Out of memory");
-			return;
-		}
 		smtp_session_enter(s, SMTP_STATE_RCPT);
+	} else {
+		size_t last = --s->tx.n_rcpts;
+		free(s->tx.rcpts[last]);
+		free(s->tx.rcpt_params[last]);
+		g_free(s->tx.rcpt_addrs[last]);
 	}
 	smtp_session_relay_reply(s, r);
 }
@@ -787,6 +859,138 @@ static void proceed_data(smtp_session *s, const smtp_command *cmd,
 	smtp_session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
+/* MAIL and the copy's RCPTs again, after an RSET: the client's parameters
+ * with SIZE set to what is really sent. 0 when the provider accepted
+ * them all; 1 with *r_out its refusal; -1 when the connection failed. */
+static int smtp_session_replay_envelope(smtp_session *s, const size_t *idx, size_t n,
+					uint64_t size, const smtp_reply **r_out)
+{
+	char *line = g_strdup_printf("MAIL FROM:%s%s", s->tx.reverse_path, s->tx.mail_params);
+	if (s->tx.mail_size) {
+		char *with_size = g_strdup_printf("%s SIZE=%llu", line, (unsigned long long)size);
+		g_free(line);
+		line = with_size;
+	}
+	int ret = smtp_upstream_command(s->up, line, line, r_out);
+	g_free(line);
+	if (ret < 0)
+		return -1;
+	if ((*r_out)->code / 100 != 2)
+		return 1;
+	s->tx.open_upstream = true;
+	for (size_t k = 0; k < n; k++) {
+		line = g_strdup_printf("RCPT TO:%s%s", s->tx.rcpts[idx[k]], s->tx.rcpt_params[idx[k]]);
+		ret = smtp_upstream_command(s->up, line, line, r_out);
+		g_free(line);
+		if (ret < 0)
+			return -1;
+		if ((*r_out)->code / 100 != 2)
+			return 1;
+	}
+	return 0;
+}
+
+/* RSET at the provider without a reply to the client; false when the
+ * connection was lost. */
+static bool smtp_session_upstream_rset(smtp_session *s)
+{
+	const smtp_reply *r;
+	s->tx.open_upstream = false;
+	return smtp_upstream_command(s->up, "RSET", "RSET", &r) == 0 &&
+		smtp_upstream_usable(s->up);
+}
+
+/* Renders and sends each copy the policy decided on; answers the client
+ * with the provider's last reply, or with the first failure. */
+static void smtp_session_relay_copies(smtp_session *s)
+{
+	const char *id = s->env->id;
+	size_t n_copies = smtp_outbound_n_copies(s->outbound);
+	size_t delivered = 0;
+	GString *decision = g_string_new(NULL);
+	char failure[1024] = "";
+	const smtp_reply *r = NULL;
+	for (size_t i = 0; i < n_copies; i++) {
+		size_t n;
+		const size_t *idx = smtp_outbound_copy_rcpts(s->outbound, i, &n);
+		const char *what = smtp_outbound_copy_describe(s->outbound, i);
+		const char *reply;
+		if (smtp_outbound_render(s->outbound, i, s->spool, s->out_spool, &reply) < 0) {
+			snprintf(failure, sizeof(failure), "%s", reply);
+			break;
+		}
+		uint64_t out_size = smtp_spool_size(s->out_spool);
+		/* The provider's open transaction can carry the copy when it
+		 * goes to everyone and the declared size needs no change. */
+		bool reuse = i == 0 && n_copies == 1 && n == s->tx.n_rcpts && !s->tx.mail_size &&
+			s->tx.open_upstream;
+		if (!reuse) {
+			if (s->tx.open_upstream && !smtp_session_upstream_rset(s)) {
+				snprintf(failure, sizeof(failure), "451 4.4.2 %s; the message was not sent",
+					 smtp_upstream_failure_detail(s->up));
+				break;
+			}
+			int ret = smtp_session_replay_envelope(s, idx, n, out_size, &r);
+			if (ret < 0) {
+				snprintf(failure, sizeof(failure), "451 4.4.2 %s; the message was not sent",
+					 smtp_upstream_failure_detail(s->up));
+				break;
+			}
+			if (ret > 0) {
+				log_info(id, "relaying message", "the provider refused the %s copy's envelope: %d %s",
+					 what, r->code, r->lines[0]);
+				snprintf(failure, sizeof(failure), "%03d %s", r->code, r->lines[0]);
+				break;
+			}
+		}
+		log_info(id, "relaying message", "%s copy, %llu bytes, to %zu recipient(s)",
+			 what, (unsigned long long)out_size, n);
+		int ret = smtp_upstream_send_message(s->up, s->out_spool, &r);
+		s->tx.open_upstream = false;
+		if (ret < 0) {
+			/* Whatever the provider did with it, we cannot say it
+			 * took the message: the client keeps it and tries again. */
+			const char *detail = smtp_upstream_failure_detail(s->up);
+			log_warn(id, "relaying message", "not delivered: %s", detail);
+			snprintf(failure, sizeof(failure), "451 4.4.2 %s; the message was not sent", detail);
+			break;
+		}
+		if (r->code / 100 != 2) {
+			log_info(id, "relaying message", "the provider refused it: %d %s",
+				 r->code, r->lines[0]);
+			/* A provider that refused DATA itself still has MAIL
+			 * and RCPT open; RSET closes its transaction. */
+			s->tx.open_upstream = true;
+			break;
+		}
+		log_info(id, "relaying message", "the provider accepted it: %d %s",
+			 r->code, r->lines[0]);
+		delivered++;
+		if (strstr(decision->str, what) == NULL)
+			g_string_append_printf(decision, "%s%s", decision->len > 0 ? "," : "", what);
+	}
+	bool ok = failure[0] == '\0' && r != NULL && r->code / 100 == 2 && delivered == n_copies;
+	if (!ok && delivered > 0)
+		log_warn(id, "relaying message", "%zu of %zu copies were delivered before the failure; "
+			 "a retry by the client repeats them", delivered, n_copies);
+	if (ok) {
+		s->messages++;
+		smtp_outbound_log(s->outbound, decision->str, NULL);
+		smtp_session_relay_reply(s, r);
+	} else if (failure[0] != '\0') {
+		smtp_outbound_log(s->outbound, failure[0] == '4' ? "tempfail" : "refused", failure + 4);
+		smtp_session_reply(s, "%s", failure);
+	} else {
+		char text[600];
+		snprintf(text, sizeof(text), "%d %s", r->code, r->lines[0]);
+		smtp_outbound_log(s->outbound, r->code / 100 == 4 ? "tempfail" : "refused", text);
+		smtp_session_relay_reply(s, r);
+	}
+	g_string_free(decision, TRUE);
+	if (s->tx.open_upstream && smtp_upstream_usable(s->up))
+		(void)smtp_session_upstream_rset(s);
+}
+
 /* The client's final dot has arrived: relay, and answer what the provider
  * answered. 250 only ever comes from the provider. */
 static void smtp_session_end_of_data(smtp_session *s)
@@ -820,36 +1024,24 @@ static void smtp_session_end_of_data(smtp_session *s)
 	log_info(id, "relaying message", "%llu bytes%s from %s to %zu recipient(s)",
 		 (unsigned long long)size, smtp_spool_on_disk(s->spool) ? " (spooled to disk)" : "",
 		 s->tx.reverse_path != NULL ? s->tx.reverse_path : "?", s->tx.n_rcpts);
-	const smtp_reply *r;
-	int ret = smtp_upstream_send_message(s->up, s->spool, &r);
-	smtp_spool_clear(s->spool);
-	smtp_tx_clear(&s->tx);
-	smtp_session_enter(s, SMTP_STATE_HELO);
-	if (ret < 0) {
-		/* Whatever the provider did with it, we cannot say it took
-		 * the message: the client keeps it and tries again. */
-		const char *detail = smtp_upstream_failure_detail(s->up);
-		log_warn(id, "relaying message", "not delivered: %s", detail);
-		smtp_session_reply(s, "451 4.4.2 %s; the message was not sent", detail);
+	const char *reply;
+	if (smtp_outbound_decide(s->outbound, s->spool, s->tx.rcpt_addrs, s->tx.n_rcpts,
+				 &reply) < 0) {
+		/* Nothing goes to the provider: its transaction is reset. */
+		char copy[1024];
+		snprintf(copy, sizeof(copy), "%s", reply);
+		if (smtp_session_tx_abort(s) == 0)
+			smtp_session_reply(s, "%s", copy);
+		smtp_spool_clear(s->spool);
+		smtp_outbound_reset(s->outbound);
 		return;
 	}
-	if (r->code / 100 == 2) {
-		s->messages++;
-		log_info(id, "relaying message", "the provider accepted it: %d %s",
-			 r->code, r->lines[0]);
-	} else {
-		log_info(id, "relaying message", "the provider refused it: %d %s",
-			 r->code, r->lines[0]);
-	}
-	bool refused = r->code / 100 != 2;
-	smtp_session_relay_reply(s, r);
-	if (refused && smtp_upstream_usable(s->up)) {
-		/* A provider that refused DATA itself still has MAIL and RCPT
-		 * open; RSET closes its transaction either way, so the client's
-		 * next MAIL starts clean as it expects. */
-		const smtp_reply *rr;
-		(void)smtp_upstream_command(s->up, "RSET", "RSET", &rr);
-	}
+	smtp_session_relay_copies(s);
+	smtp_spool_clear(s->spool);
+	smtp_spool_clear(s->out_spool);
+	smtp_outbound_reset(s->outbound);
+	smtp_tx_clear(&s->tx);
+	smtp_session_enter(s, SMTP_STATE_HELO);
 	if (!smtp_upstream_usable(s->up))
 		smtp_session_end(s, "%s", smtp_upstream_failure_detail(s->up));
 }
@@ -1118,15 +1310,19 @@ static smtp_session *smtp_session_new(const session_env *env, int client_fd)
 	s->parser = smtp_command_parser_new(max_line);
 	s->reader = smtp_data_reader_new(env->cfg->limits.max_message);
 	s->spool = smtp_spool_new(env->cfg->state_dir, SMTP_SPOOL_MEMORY);
+	s->out_spool = smtp_spool_new(env->cfg->state_dir, SMTP_SPOOL_MEMORY);
+	s->outbound = smtp_outbound_new(env);
 	s->body_out = malloc(SMTP_BODY_CHUNK * SMTP_DATA_MAX_EXPANSION);
 	if (s->client == NULL || s->parser == NULL || s->reader == NULL ||
-	    s->spool == NULL || s->body_out == NULL) {
+	    s->spool == NULL || s->out_spool == NULL || s->body_out == NULL) {
 		if (s->client == NULL)
 			close(client_fd);
 		conn_free(&s->client);
 		smtp_command_parser_free(&s->parser);
 		smtp_data_reader_free(&s->reader);
 		smtp_spool_free(&s->spool);
+		smtp_spool_free(&s->out_spool);
+		smtp_outbound_free(&s->outbound);
 		free(s->body_out);
 		free(s);
 		return NULL;
@@ -1151,6 +1347,8 @@ static void smtp_session_free(smtp_session **sp)
 	smtp_command_parser_free(&s->parser);
 	smtp_data_reader_free(&s->reader);
 	smtp_spool_free(&s->spool);
+	smtp_spool_free(&s->out_spool);
+	smtp_outbound_free(&s->outbound);
 	free(s->body_out);
 	free(s);
 	*sp = NULL;

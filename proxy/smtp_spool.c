@@ -190,6 +190,20 @@ int smtp_spool_rewind(smtp_spool *s, const char **error_r)
 	return 0;
 }
 
+int smtp_spool_seek(smtp_spool *s, uint64_t offset, const char **error_r)
+{
+	if (offset > s->size)
+		offset = s->size;
+	s->read_pos = offset;
+	if (s->fd >= 0 && lseek(s->fd, (off_t)offset, SEEK_SET) < 0) {
+		snprintf(s->error, sizeof(s->error), "seeking in spool file: %s",
+			 strerror(errno));
+		*error_r = s->error;
+		return -1;
+	}
+	return 0;
+}
+
 ssize_t smtp_spool_read(smtp_spool *s, void *buf, size_t size,
 			const char **error_r)
 {

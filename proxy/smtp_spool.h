@@ -26,6 +26,8 @@ bool smtp_spool_on_disk(const smtp_spool *s);
 
 /* Reading back from the start: rewind once, then read until 0. */
 int smtp_spool_rewind(smtp_spool *s, const char **error_r);
+/* Reading from offset on (past the end: at the end). */
+int smtp_spool_seek(smtp_spool *s, uint64_t offset, const char **error_r);
 /* Returns bytes read, 0 at the end, -1 with *error_r. */
 ssize_t smtp_spool_read(smtp_spool *s, void *buf, size_t size,
 			const char **error_r);

@@ -75,13 +75,22 @@ class DemoTest(unittest.TestCase):
             smtp.login("alice@example.test", "alice-pw")
             smtp.sendmail("alice@example.test", ["bob@example.test"],
                           b"Subject: demo canary\r\n\r\nthrough the demo\r\n")
+        # The demo keyring has bob's key: the message arrives encrypted,
+        # its subject hidden.
         deadline = time.monotonic() + 15
         while True:
-            typ, data = imap.search(None, "SUBJECT", '"demo canary"')
+            imap.noop()
+            typ, data = imap.search(None, "ALL")
             if data[0].split() or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         self.assertTrue(data[0].split(), "the message never reached bob")
+        typ, fetched = imap.fetch(data[0].split()[-1], "(BODY.PEEK[])")
+        raw = fetched[0][1]
+        self.assertIn(b"multipart/encrypted", raw)
+        self.assertIn(b"Subject: ...", raw)
+        self.assertNotIn(b"demo canary", raw)
+        self.assertNotIn(b"through the demo", raw)
         imap.logout()
 
         proc.send_signal(signal.SIGTERM)

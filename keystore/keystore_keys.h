@@ -1,0 +1,51 @@
+/* keystore_keys: recipients' and the user's own OpenPGP keys from the GnuPG
+ * keyring through GPGME, behind a cache that is dropped when the keyring changes. */
+#ifndef SEALPOST_KEYSTORE_KEYS_H
+#define SEALPOST_KEYSTORE_KEYS_H
+
+#include <gpgme.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum {
+	KEYSTORE_KEY_FOUND = 0,
+	KEYSTORE_KEY_NONE,	/* no usable key: a permanent answer */
+	KEYSTORE_KEY_TEMPFAIL,	/* gpg could not be asked: try again later */
+} keystore_key_result;
+
+typedef struct keystore_keys keystore_keys;
+
+/* gnupg_home: the GNUPGHOME in use (NULL: GnuPG's default), watched for
+ * keyring changes. Thread-safe; one per process is enough. */
+keystore_keys *keystore_keys_new(const char *gnupg_home, const char **error_r);
+void keystore_keys_free(keystore_keys **ks);
+
+/* The usable key for address: not expired, revoked, disabled or invalid,
+ * with an encryption-capable subkey in the same state, and a valid user ID
+ * whose e-mail equals address (local part exactly, domain in any case). Of
+ * several, the newest. own: the secret key must be in the keyring too.
+ * FOUND: *key_r holds a reference (gpgme_key_unref). Otherwise why (may be
+ * NULL) gets one line. Answers, negative ones too, are cached until the
+ * keyring changes. */
+keystore_key_result keystore_keys_find(keystore_keys *ks, const char *address,
+				       bool own, gpgme_key_t *key_r,
+				       char *why, size_t why_size);
+
+/* The key in its minimal transferable form (primary key, the matching user
+ * ID, encryption subkey, newest self-signatures) for an Autocrypt header:
+ * 0 with *data_r (g_free) and *len_r, or -1. Cached with the key. */
+int keystore_keys_export_minimal(keystore_keys *ks, gpgme_key_t key,
+				 unsigned char **data_r, size_t *len_r,
+				 char *why, size_t why_size);
+
+/* Cache statistics for tests and the status page. */
+typedef struct {
+	unsigned long lookups, hits, gpg_calls, invalidations;
+} keystore_keys_stats;
+void keystore_keys_get_stats(keystore_keys *ks, keystore_keys_stats *stats_r);
+
+/* True when address's domain equals domain's in any case and the local
+ * parts are identical. */
+bool keystore_address_equal(const char *a, const char *b);
+
+#endif
