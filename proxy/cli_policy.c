@@ -3,6 +3,7 @@
 #include "cli_policy.h"
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -62,40 +63,6 @@ static char *cli_policy_time(int64_t t)
 	return s != NULL ? s : g_strdup("?");
 }
 
-/* s as a JSON string literal: valid UTF-8, quotes, backslashes and every
- * control character escaped (RFC 8259 section 7). */
-static void cli_policy_json_string(GString *out, const char *s)
-{
-	char *valid = g_utf8_make_valid(s, -1);
-	g_string_append_c(out, '"');
-	for (const unsigned char *p = (const unsigned char *)valid; *p != '\0'; p++) {
-		switch (*p) {
-		case '"':
-			g_string_append(out, "\\\"");
-			break;
-		case '\\':
-			g_string_append(out, "\\\\");
-			break;
-		case '\n':
-			g_string_append(out, "\\n");
-			break;
-		case '\r':
-			g_string_append(out, "\\r");
-			break;
-		case '\t':
-			g_string_append(out, "\\t");
-			break;
-		default:
-			if (*p < 0x20 || *p == 0x7f)
-				g_string_append_printf(out, "\\u%04x", *p);
-			else
-				g_string_append_c(out, (char)*p);
-		}
-	}
-	g_string_append_c(out, '"');
-	g_free(valid);
-}
-
 typedef struct {
 	char *target;
 	keystore_policy policy;
@@ -128,7 +95,39 @@ static int cli_policy_list(keystore_db *db, bool json)
 		g_array_free(rules, TRUE);
 		return CLI_EXIT_RUNTIME;
 	}
-	GString *out = g_string_new(json ? "[" : "");
+	if (json) {
+		JsonBuilder *b = json_builder_new();
+		json_builder_begin_array(b);
+		for (guint i = 0; i < rules->len; i++) {
+			const cli_policy_rule *r = &g_array_index(rules, cli_policy_rule, i);
+			char *when = cli_policy_time(r->updated);
+			char *target = g_utf8_make_valid(r->target, -1);
+			json_builder_begin_object(b);
+			json_builder_set_member_name(b, "target");
+			json_builder_add_string_value(b, target);
+			json_builder_set_member_name(b, "policy");
+			json_builder_add_string_value(b, keystore_policy_name(r->policy));
+			json_builder_set_member_name(b, "updated");
+			json_builder_add_string_value(b, when);
+			json_builder_end_object(b);
+			g_free(target);
+			g_free(when);
+		}
+		json_builder_end_array(b);
+		JsonNode *root = json_builder_get_root(b);
+		JsonGenerator *gen = json_generator_new();
+		json_generator_set_root(gen, root);
+		json_generator_set_pretty(gen, TRUE);
+		char *text = json_generator_to_data(gen, NULL);
+		printf("%s\n", text);
+		g_free(text);
+		g_object_unref(gen);
+		json_node_unref(root);
+		g_object_unref(b);
+		g_array_free(rules, TRUE);
+		return CLI_EXIT_OK;
+	}
+	GString *out = g_string_new("");
 	int width = 0, policy_width = 0;
 	for (guint i = 0; i < rules->len; i++) {
 		const cli_policy_rule *r = &g_array_index(rules, cli_policy_rule, i);
@@ -138,26 +137,15 @@ static int cli_policy_list(keystore_db *db, bool json)
 	for (guint i = 0; i < rules->len; i++) {
 		const cli_policy_rule *r = &g_array_index(rules, cli_policy_rule, i);
 		char *when = cli_policy_time(r->updated);
-		if (json) {
-			g_string_append(out, i == 0 ? "\n  {\"target\": " : ",\n  {\"target\": ");
-			cli_policy_json_string(out, r->target);
-			g_string_append_printf(out, ", \"policy\": \"%s\", \"updated\": ",
-					       keystore_policy_name(r->policy));
-			cli_policy_json_string(out, when);
-			g_string_append_c(out, '}');
-		} else {
-			/* Padded by characters, not bytes, so that columns align
-			 * with internationalised names too. */
-			g_string_append(out, r->target);
-			for (int pad = (int)g_utf8_strlen(r->target, -1); pad < width; pad++)
-				g_string_append_c(out, ' ');
-			g_string_append_printf(out, "  %-*s  updated %s\n", policy_width,
-					       keystore_policy_name(r->policy), when);
-		}
+		/* Padded by characters, not bytes, so that columns align
+		 * with internationalised names too. */
+		g_string_append(out, r->target);
+		for (int pad = (int)g_utf8_strlen(r->target, -1); pad < width; pad++)
+			g_string_append_c(out, ' ');
+		g_string_append_printf(out, "  %-*s  updated %s\n", policy_width,
+				       keystore_policy_name(r->policy), when);
 		g_free(when);
 	}
-	if (json)
-		g_string_append(out, rules->len > 0 ? "\n]\n" : "]\n");
 	fputs(out->str, stdout);
 	g_string_free(out, TRUE);
 	g_array_free(rules, TRUE);
