@@ -24,9 +24,12 @@ SEALPOST = os.environ.get("SEALPOST_BIN") or os.path.join(
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1, chosen below the ephemeral range and never
+    handed out twice (see harness.free_port): a port taken from the
+    ephemeral range can be grabbed by any outgoing connection before
+    sealpost binds it."""
+    import harness
+    return harness.free_port()
 
 
 def wait_port(port, timeout=10.0):

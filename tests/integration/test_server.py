@@ -14,9 +14,11 @@ SEALPOST = os.environ.get("SEALPOST_BIN", "build/proxy/sealpost")
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Below the ephemeral range and never handed out twice (see harness)."""
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import harness
+    return harness.free_port()
 
 
 def recv_line(sock, timeout=5.0):
