@@ -1,5 +1,6 @@
-/* keystore_db: STATE_DIR/sealpost.db through SQLite — the policy rules and
- * the decision log, schema migrations, and one handle shared by all threads. */
+/* keystore_db: STATE_DIR/sealpost.db through SQLite — the policy rules, the
+ * keys' source and acceptance, the decision log, schema migrations, and one
+ * handle shared by all threads. */
 #include "keystore_db.h"
 
 #include <errno.h>
@@ -35,6 +36,7 @@ struct keystore_db {
 	 * one call, not a bind-step-reset sequence, nor sqlite3_errmsg after it. */
 	GMutex lock;
 	sqlite3_stmt *lookup, *set, *unset, *list, *log, *prune, *recent;
+	sqlite3_stmt *key_get, *key_add, *key_accept, *key_forget, *key_list, *data_version;
 	unsigned keep;		/* decisions kept */
 	unsigned since_prune;	/* decisions logged since the last pruning */
 };
@@ -58,6 +60,16 @@ static const char *const keystore_db_migrations[] = {
 	"  reason TEXT"
 	");"
 	"CREATE INDEX decision_time ON decision(time);",
+
+	/* Only keys sealpost was told something about have a row; any other
+	 * key in the keyring counts as manual and unverified. */
+	"CREATE TABLE key_state ("
+	"  fingerprint TEXT PRIMARY KEY"
+	"    CHECK (length(fingerprint) IN (40, 64) AND fingerprint NOT GLOB '*[^0-9A-F]*'),"
+	"  source TEXT NOT NULL CHECK (source IN ('manual', 'autocrypt', 'wkd', 'keyserver')),"
+	"  acceptance TEXT NOT NULL CHECK (acceptance IN ('unverified', 'verified', 'rejected')),"
+	"  updated INTEGER NOT NULL"
+	");",
 };
 #define KEYSTORE_DB_VERSION ((int)G_N_ELEMENTS(keystore_db_migrations))
 
@@ -367,6 +379,20 @@ static int keystore_db_prepare(keystore_db *db, const char **error_r)
 		{ offsetof(keystore_db, recent),
 		  "SELECT id, time, account, message_id, recipients, decision, reason "
 		  "FROM decision ORDER BY id DESC LIMIT ?1" },
+		{ offsetof(keystore_db, key_get),
+		  "SELECT source, acceptance, updated FROM key_state WHERE fingerprint = ?1" },
+		{ offsetof(keystore_db, key_add),
+		  "INSERT INTO key_state (fingerprint, source, acceptance, updated) "
+		  "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (fingerprint) DO NOTHING" },
+		{ offsetof(keystore_db, key_accept),
+		  "INSERT INTO key_state (fingerprint, source, acceptance, updated) "
+		  "VALUES (?1, 'manual', ?2, ?3) ON CONFLICT (fingerprint) DO UPDATE SET "
+		  "acceptance = excluded.acceptance, updated = excluded.updated" },
+		{ offsetof(keystore_db, key_forget), "DELETE FROM key_state WHERE fingerprint = ?1" },
+		{ offsetof(keystore_db, key_list),
+		  "SELECT fingerprint, source, acceptance, updated FROM key_state "
+		  "ORDER BY fingerprint" },
+		{ offsetof(keystore_db, data_version), "PRAGMA data_version" },
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(stmts); i++) {
 		sqlite3_stmt **st = (sqlite3_stmt **)((char *)db + stmts[i].off);
@@ -481,6 +507,8 @@ void keystore_db_close(keystore_db **dbp)
 		return;
 	sqlite3_stmt *stmts[] = {
 		db->lookup, db->set, db->unset, db->list, db->log, db->prune, db->recent,
+		db->key_get, db->key_add, db->key_accept, db->key_forget, db->key_list,
+		db->data_version,
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(stmts); i++)
 		sqlite3_finalize(stmts[i]);
@@ -796,4 +824,253 @@ int keystore_db_recent_decisions(keystore_db *db, unsigned limit,
 	}
 	g_array_free(rows, TRUE);
 	return ret;
+}
+
+static const char *const keystore_source_names[] = {
+	[KEYSTORE_SOURCE_MANUAL] = "manual",
+	[KEYSTORE_SOURCE_AUTOCRYPT] = "autocrypt",
+	[KEYSTORE_SOURCE_WKD] = "wkd",
+	[KEYSTORE_SOURCE_KEYSERVER] = "keyserver",
+};
+
+static const char *const keystore_acceptance_names[] = {
+	[KEYSTORE_ACCEPTANCE_UNVERIFIED] = "unverified",
+	[KEYSTORE_ACCEPTANCE_VERIFIED] = "verified",
+	[KEYSTORE_ACCEPTANCE_REJECTED] = "rejected",
+};
+
+const char *keystore_key_source_name(keystore_key_source s)
+{
+	if ((size_t)s < G_N_ELEMENTS(keystore_source_names))
+		return keystore_source_names[s];
+	return "manual";
+}
+
+const char *keystore_acceptance_name(keystore_acceptance a)
+{
+	if ((size_t)a < G_N_ELEMENTS(keystore_acceptance_names))
+		return keystore_acceptance_names[a];
+	return "unverified";
+}
+
+static int keystore_name_index(const char *const *names, size_t n, const char *text)
+{
+	for (size_t i = 0; text != NULL && i < n; i++)
+		if (strcmp(names[i], text) == 0)
+			return (int)i;
+	return -1;
+}
+
+int keystore_fingerprint_normalise(const char *text, char *out, size_t size,
+				   const char **error_r)
+{
+	char buf[65];
+	size_t n = 0;
+	if (text == NULL || text[0] == '\0') {
+		*error_r = "empty fingerprint";
+		return -1;
+	}
+	for (const char *p = text; *p != '\0'; p++) {
+		if (*p == ' ')
+			continue;
+		if (!g_ascii_isxdigit(*p)) {
+			*error_r = "a fingerprint holds only hexadecimal digits (and spaces)";
+			return -1;
+		}
+		if (n == sizeof(buf) - 1) {
+			*error_r = "a fingerprint has 40 or 64 hexadecimal digits";
+			return -1;
+		}
+		buf[n++] = g_ascii_toupper(*p);
+	}
+	buf[n] = '\0';
+	if (n != 40 && n != 64) {
+		/* A key ID names a key ambiguously; only the whole fingerprint
+		 * is taken. */
+		*error_r = "a fingerprint has 40 or 64 hexadecimal digits";
+		return -1;
+	}
+	if (size < n + 1) {
+		*error_r = "no room for the fingerprint";
+		return -1;
+	}
+	memcpy(out, buf, n + 1);
+	return 0;
+}
+
+static int keystore_key_state_fpr(const char *fingerprint, char *fpr, const char **error_r)
+{
+	const char *why;
+	if (keystore_fingerprint_normalise(fingerprint, fpr, 65, &why) < 0) {
+		*error_r = keystore_db_errorf("invalid fingerprint: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
+int keystore_key_state_get(keystore_db *db, const char *fingerprint,
+			   keystore_key_state *state_r, bool *found_r,
+			   const char **error_r)
+{
+	memset(state_r, 0, sizeof(*state_r));
+	*found_r = false;
+	if (keystore_key_state_fpr(fingerprint, state_r->fingerprint, error_r) < 0)
+		return -1;
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->key_get;
+	sqlite3_bind_text(st, 1, state_r->fingerprint, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		int s = keystore_name_index(keystore_source_names,
+					    G_N_ELEMENTS(keystore_source_names),
+					    (const char *)sqlite3_column_text(st, 0));
+		int a = keystore_name_index(keystore_acceptance_names,
+					    G_N_ELEMENTS(keystore_acceptance_names),
+					    (const char *)sqlite3_column_text(st, 1));
+		if (s < 0 || a < 0) {
+			*error_r = keystore_db_errorf("%s: the state of key %s is damaged", db->path,
+						      state_r->fingerprint);
+			ret = -1;
+		} else {
+			state_r->source = (keystore_key_source)s;
+			state_r->acceptance = (keystore_acceptance)a;
+			state_r->updated = sqlite3_column_int64(st, 2);
+			*found_r = true;
+		}
+	} else if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_key_state_add(keystore_db *db, const char *fingerprint,
+			   keystore_key_source source, keystore_acceptance acceptance,
+			   bool *added_r, const char **error_r)
+{
+	char fpr[65];
+	if (added_r != NULL)
+		*added_r = false;
+	if (keystore_key_state_fpr(fingerprint, fpr, error_r) < 0)
+		return -1;
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->key_add;
+	sqlite3_bind_text(st, 1, fpr, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, keystore_key_source_name(source), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, keystore_acceptance_name(acceptance), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)time(NULL));
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	} else if (added_r != NULL) {
+		*added_r = sqlite3_changes(db->db) > 0;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_key_state_set_acceptance(keystore_db *db, const char *fingerprint,
+				      keystore_acceptance acceptance,
+				      const char **error_r)
+{
+	char fpr[65];
+	if (keystore_key_state_fpr(fingerprint, fpr, error_r) < 0)
+		return -1;
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->key_accept;
+	sqlite3_bind_text(st, 1, fpr, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, keystore_acceptance_name(acceptance), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_key_state_forget(keystore_db *db, const char *fingerprint,
+			      bool *existed_r, const char **error_r)
+{
+	char fpr[65];
+	if (existed_r != NULL)
+		*existed_r = false;
+	if (keystore_key_state_fpr(fingerprint, fpr, error_r) < 0)
+		return -1;
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->key_forget;
+	sqlite3_bind_text(st, 1, fpr, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	} else if (existed_r != NULL) {
+		*existed_r = sqlite3_changes(db->db) > 0;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_key_state_list(keystore_db *db,
+			    int (*fn)(void *ctx, const keystore_key_state *state),
+			    void *ctx, const char **error_r)
+{
+	/* Copied out first, as keystore_policy_list does. */
+	GArray *states = g_array_new(FALSE, FALSE, sizeof(keystore_key_state));
+	int ret = 0, rc;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->key_list;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		keystore_key_state k = { .updated = sqlite3_column_int64(st, 3) };
+		const char *fpr = (const char *)sqlite3_column_text(st, 0);
+		int s = keystore_name_index(keystore_source_names,
+					    G_N_ELEMENTS(keystore_source_names),
+					    (const char *)sqlite3_column_text(st, 1));
+		int a = keystore_name_index(keystore_acceptance_names,
+					    G_N_ELEMENTS(keystore_acceptance_names),
+					    (const char *)sqlite3_column_text(st, 2));
+		if (fpr == NULL || strlen(fpr) >= sizeof(k.fingerprint) || s < 0 || a < 0) {
+			*error_r = keystore_db_errorf("%s: a key state is damaged", db->path);
+			ret = -1;
+			break;
+		}
+		memcpy(k.fingerprint, fpr, strlen(fpr) + 1);
+		k.source = (keystore_key_source)s;
+		k.acceptance = (keystore_acceptance)a;
+		g_array_append_val(states, k);
+	}
+	if (ret == 0 && rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	for (guint i = 0; ret == 0 && i < states->len; i++) {
+		if (fn(ctx, &g_array_index(states, keystore_key_state, i)) != 0)
+			break;
+	}
+	g_array_free(states, TRUE);
+	return ret;
+}
+
+int64_t keystore_db_data_version(keystore_db *db, const char **error_r)
+{
+	int64_t v = -1;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->data_version;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	else
+		*error_r = keystore_db_sqlite_error(db, NULL);
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return v;
 }

@@ -1,6 +1,6 @@
 /* keystore_keys: key lookups by e-mail address. A gpgme key listing costs
  * more than an encryption, so answers are cached per address and dropped as
- * a whole whenever a keyring file changes. */
+ * a whole whenever a keyring file or the database (a key rejected) changes. */
 #include "keystore_keys.h"
 
 #include <errno.h>
@@ -48,6 +48,8 @@ struct keystore_keys {
 	keystore_file_state files[KEYSTORE_N_FILES];
 	GHashTable *pub, *own;		/* address -> keystore_cache_entry */
 	GHashTable *exports;		/* fingerprint -> keystore_export_entry */
+	keystore_db *db;		/* NULL: no rejections known */
+	int64_t db_version;		/* keystore_db_data_version when cached */
 	keystore_keys_stats stats;
 };
 
@@ -105,14 +107,25 @@ static void keystore_keys_snapshot(const keystore_keys *ks, keystore_file_state 
 	}
 }
 
-/* Drops every cached answer when the keyring changed. Under the lock. */
+/* Drops every cached answer when the keyring or the database changed.
+ * Under the lock. */
 static void keystore_keys_check_fresh(keystore_keys *ks)
 {
 	keystore_file_state now[KEYSTORE_N_FILES];
 	keystore_keys_snapshot(ks, now);
-	if (memcmp(now, ks->files, sizeof(now)) == 0)
+	/* One PRAGMA, no table read: cheap enough for every lookup, and it
+	 * sees `sealpost keys reject` from another process at once. -1 (the
+	 * database failed) never matches, so nothing cached is trusted then. */
+	int64_t version = -1;
+	if (ks->db != NULL) {
+		const char *error;
+		version = keystore_db_data_version(ks->db, &error);
+	}
+	if (memcmp(now, ks->files, sizeof(now)) == 0 &&
+	    (ks->db == NULL || (version >= 0 && version == ks->db_version)))
 		return;
 	memcpy(ks->files, now, sizeof(now));
+	ks->db_version = version;
 	g_hash_table_remove_all(ks->pub);
 	g_hash_table_remove_all(ks->own);
 	g_hash_table_remove_all(ks->exports);
@@ -155,6 +168,14 @@ keystore_keys *keystore_keys_new(const char *gnupg_home, const char **error_r)
 	return ks;
 }
 
+void keystore_keys_use_db(keystore_keys *ks, keystore_db *db)
+{
+	pthread_mutex_lock(&ks->lock);
+	ks->db = db;
+	ks->db_version = -1;
+	pthread_mutex_unlock(&ks->lock);
+}
+
 void keystore_keys_free(keystore_keys **ksp)
 {
 	keystore_keys *ks = *ksp;
@@ -179,8 +200,7 @@ static bool keystore_subkey_usable(const gpgme_subkey_t sk)
 	return !sk->revoked && !sk->expired && !sk->disabled && !sk->invalid;
 }
 
-/* Why key cannot serve address, or NULL when it can. */
-static const char *keystore_key_unusable(gpgme_key_t key, const char *address, bool own)
+const char *keystore_key_unusable(gpgme_key_t key, const char *address, bool own)
 {
 	if (key->revoked)
 		return "revoked";
@@ -225,12 +245,22 @@ static void keystore_keys_lookup(keystore_keys *ks, const char *address, bool ow
 	}
 	gpgme_key_t best = NULL;
 	const char *last_reason = NULL;
+	const char *db_error = NULL;
 	for (;;) {
 		gpgme_key_t key;
 		err = gpgme_op_keylist_next(ks->ctx, &key);
 		if (err != 0)
 			break;
 		const char *reason = keystore_key_unusable(key, address, own);
+		if (reason == NULL && ks->db != NULL && db_error == NULL) {
+			keystore_key_state state;
+			bool found;
+			if (keystore_key_state_get(ks->db, key->subkeys->fpr, &state, &found,
+						   &db_error) < 0)
+				reason = "its state is unknown";
+			else if (found && state.acceptance == KEYSTORE_ACCEPTANCE_REJECTED)
+				reason = "rejected by the user";
+		}
 		if (reason != NULL) {
 			last_reason = reason;
 			gpgme_key_unref(key);
@@ -250,6 +280,15 @@ static void keystore_keys_lookup(keystore_keys *ks, const char *address, bool ow
 			gpgme_key_unref(best);
 		e->result = KEYSTORE_KEY_TEMPFAIL;
 		snprintf(e->why, sizeof(e->why), "key listing failed: %s", gpgme_strerror(err));
+		return;
+	}
+	if (db_error != NULL) {
+		/* Whether the user rejected a key cannot be told: not using it
+		 * could send plaintext, using it could trust a rejected key. */
+		if (best != NULL)
+			gpgme_key_unref(best);
+		e->result = KEYSTORE_KEY_TEMPFAIL;
+		snprintf(e->why, sizeof(e->why), "key state lookup failed: %s", db_error);
 		return;
 	}
 	if (best != NULL) {

@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "keystore_db.h"
+
 typedef enum {
 	KEYSTORE_KEY_FOUND = 0,
 	KEYSTORE_KEY_NONE,	/* no usable key: a permanent answer */
@@ -20,10 +22,16 @@ typedef struct keystore_keys keystore_keys;
 keystore_keys *keystore_keys_new(const char *gnupg_home, const char **error_r);
 void keystore_keys_free(keystore_keys **ks);
 
+/* From now on keys the user rejected (keystore_key_state) are unusable,
+ * and cached answers are dropped whenever another process changed db.
+ * Call before the first lookup; db must outlive ks. */
+void keystore_keys_use_db(keystore_keys *ks, keystore_db *db);
+
 /* The usable key for address: not expired, revoked, disabled or invalid,
  * with an encryption-capable subkey in the same state, and a valid user ID
- * whose e-mail equals address (local part exactly, domain in any case). Of
- * several, the newest. own: the secret key must be in the keyring too.
+ * whose e-mail equals address (local part exactly, domain in any case), and
+ * not rejected by the user (with keystore_keys_use_db). Of several, the
+ * newest. own: the secret key must be in the keyring too.
  * FOUND: *key_r holds a reference (gpgme_key_unref). Otherwise why (may be
  * NULL) gets one line. Answers, negative ones too, are cached until the
  * keyring changes. */
@@ -43,6 +51,12 @@ typedef struct {
 	unsigned long lookups, hits, gpg_calls, invalidations;
 } keystore_keys_stats;
 void keystore_keys_get_stats(keystore_keys *ks, keystore_keys_stats *stats_r);
+
+/* Why key cannot serve address by the keyring alone (the rule of
+ * keystore_keys_find without the user's rejection), or NULL when it can:
+ * a static string such as "expired". key must be listed with
+ * GPGME_KEYLIST_MODE_WITH_SECRET when own is true. */
+const char *keystore_key_unusable(gpgme_key_t key, const char *address, bool own);
 
 /* True when address's domain equals domain's in any case and the local
  * parts are identical. */

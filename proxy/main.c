@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_keys.h"
 #include "cli_policy.h"
 #include "config.h"
 #include "crypto.h"
@@ -41,6 +42,7 @@ static const char main_usage[] =
 	"  serve [--config FILE]     run the proxy (no config: a demo provider on loopback)\n"
 	"  check-config FILE         validate a configuration file and exit\n"
 	"  policy set|unset|list     manage per-address and per-domain encryption rules\n"
+	"  keys list|generate|...    manage OpenPGP keys: import, export, verify, unlock, ...\n"
 	"  version [--cert]          print versions (and the certificate fingerprint)\n"
 	"  help                      this text\n"
 	"\n"
@@ -344,6 +346,8 @@ int main(int argc, char **argv)
 		return cmd_check_config(argc - 1, argv + 1);
 	if (strcmp(cmd, "policy") == 0)
 		return cli_policy_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "keys") == 0)
+		return cli_keys_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc - 1, argv + 1);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||

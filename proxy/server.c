@@ -190,6 +190,7 @@ server *server_new(const config *cfg, const char **error_r)
 	srv->keys = keystore_keys_new(cfg->gnupg_home, error_r);
 	if (srv->keys == NULL)
 		goto fail;
+	keystore_keys_use_db(srv->keys, srv->db);
 	for (size_t i = 0; i < cfg->n_accounts; i++) {
 		const config_account *a = cfg->accounts[i];
 		srv->tls_clis[i] = tls_client_new(a->upstream_ca_file, error_r);

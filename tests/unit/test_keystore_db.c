@@ -1,5 +1,6 @@
 /* Unit tests of the SQLite database: file mode, target normalisation, rules
- * and their lookup, migrations, sharing between threads, the decision log. */
+ * and their lookup, migrations, sharing between threads, the decision log,
+ * the keys' source and acceptance. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,9 @@
 #include <unistd.h>
 
 #include "keystore_db.h"
+
+/* The schema version this sealpost writes. */
+#define SCHEMA_VERSION 2
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -210,7 +214,7 @@ static void test_open_creates_private_files(void **state)
 	umask(old);
 	assert_int_equal(mode_of(state_dir), 0700);
 	assert_int_equal(mode_of(db_path), 0600);
-	assert_int_equal(keystore_db_schema_version(db), 1);
+	assert_int_equal(keystore_db_schema_version(db), SCHEMA_VERSION);
 	const char *error = NULL;
 	assert_int_equal(keystore_policy_set(db, "bob@example.test", KEYSTORE_POLICY_REQUIRE,
 					     &error), 0);
@@ -283,7 +287,7 @@ static void test_not_a_database(void **state)
 	/* An empty file is an empty database, not garbage. */
 	assert_true(g_file_set_contents(path, "", 0, NULL));
 	keystore_db *db = open_ok(dir);
-	assert_int_equal(keystore_db_schema_version(db), 1);
+	assert_int_equal(keystore_db_schema_version(db), SCHEMA_VERSION);
 	keystore_db_close(&db);
 	g_free(path);
 	g_free(dir);
@@ -298,14 +302,14 @@ static void test_migration_from_version_0(void **state)
 			  "PRAGMA user_version = 0;");
 	assert_int_equal(raw_user_version(path), 0);
 	keystore_db *db = open_ok(dir);
-	assert_int_equal(keystore_db_schema_version(db), 1);
+	assert_int_equal(keystore_db_schema_version(db), SCHEMA_VERSION);
 	const char *error = NULL;
 	assert_int_equal(keystore_policy_set(db, "@example.test", KEYSTORE_POLICY_NEVER, &error), 0);
 	keystore_decision d = { .account = "a", .recipients = "b@example.test",
 				.decision = "plain" };
 	assert_int_equal(keystore_db_log_decision(db, &d, &error), 0);
 	keystore_db_close(&db);
-	assert_int_equal(raw_user_version(path), 1);
+	assert_int_equal(raw_user_version(path), SCHEMA_VERSION);
 	/* What was there is kept. */
 	sqlite3 *raw = NULL;
 	sqlite3_stmt *st = NULL;
@@ -749,6 +753,304 @@ static void test_decisions(void **state)
 	g_free(dir);
 }
 
+/* The schema as sealpost 0.1 (version 1) created it, with what it held. */
+static const char schema_v1[] =
+	"CREATE TABLE policy ("
+	"  target TEXT PRIMARY KEY"
+	"    CHECK (instr(target, '@') > 0 AND target = lower(target)),"
+	"  policy TEXT NOT NULL CHECK (policy IN ('require', 'opportunistic', 'never')),"
+	"  updated INTEGER NOT NULL"
+	");"
+	"CREATE TABLE decision ("
+	"  id INTEGER PRIMARY KEY,"
+	"  time INTEGER NOT NULL,"
+	"  account TEXT NOT NULL,"
+	"  message_id TEXT,"
+	"  recipients TEXT NOT NULL,"
+	"  decision TEXT NOT NULL,"
+	"  reason TEXT"
+	");"
+	"CREATE INDEX decision_time ON decision(time);"
+	"INSERT INTO policy VALUES ('bob@example.test', 'require', unixepoch());"
+	"INSERT INTO policy VALUES ('@example.net', 'never', unixepoch());"
+	"INSERT INTO decision (time, account, message_id, recipients, decision, reason) "
+	"  VALUES (unixepoch(), 'work', '<v1@example.test>', 'bob@example.test', 'encrypted', NULL);"
+	"PRAGMA user_version = 1;";
+
+#define FPR_A "61BE9BB5CDBE5AC00B02DD23F1A6B345AB7AFBEA"
+#define FPR_B "1E524911ECBF73560DE3D6C63EA6AF375C0394CB"
+
+static void test_migration_from_version_1(void **state)
+{
+	char *dir = state_path(state, "v1");
+	char *path = g_build_filename(dir, "sealpost.db", NULL);
+	assert_int_equal(g_mkdir_with_parents(dir, 0700), 0);
+	make_raw_db(path, schema_v1);
+	assert_int_equal(raw_user_version(path), 1);
+
+	keystore_db *db = open_ok(dir);
+	assert_int_equal(keystore_db_schema_version(db), SCHEMA_VERSION);
+	/* The rules and decisions of version 1 are all there. */
+	char *all = list_all(db, 0);
+	assert_non_null(strstr(all, "@example.net=never;bob@example.test=require;"));
+	g_free(all);
+	expect_lookup(db, "bob@example.test", KEYSTORE_POLICY_REQUIRE, "bob@example.test");
+	GPtrArray *rows = recent(db, 10);
+	assert_int_equal(rows->len, 1);
+	assert_string_equal(g_ptr_array_index(rows, 0),
+			    "work|<v1@example.test>|bob@example.test|encrypted|(null)");
+	g_ptr_array_free(rows, TRUE);
+	/* And the new table works. */
+	const char *error = NULL;
+	bool added = false;
+	assert_int_equal(keystore_key_state_add(db, FPR_A, KEYSTORE_SOURCE_MANUAL,
+						KEYSTORE_ACCEPTANCE_UNVERIFIED, &added, &error), 0);
+	assert_true(added);
+	keystore_db_close(&db);
+	assert_int_equal(raw_user_version(path), SCHEMA_VERSION);
+
+	/* The schema refuses what the code never writes. */
+	sqlite3 *raw = NULL;
+	assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+	static const char *const bad[] = {
+		"INSERT INTO key_state VALUES ('" FPR_B "', 'carrier-pigeon', 'unverified', 0)",
+		"INSERT INTO key_state VALUES ('" FPR_B "', 'manual', 'maybe', 0)",
+		"INSERT INTO key_state VALUES ('1e524911ecbf73560de3d6c63ea6af375c0394cb', "
+		"'manual', 'verified', 0)",
+		"INSERT INTO key_state VALUES ('F1A6B345AB7AFBEA', 'manual', 'verified', 0)",
+		"INSERT INTO key_state VALUES ('" FPR_A "', 'manual', 'verified', 0)",
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+		if (sqlite3_exec(raw, bad[i], NULL, NULL, NULL) == SQLITE_OK)
+			fail_msg("accepted: %s", bad[i]);
+	sqlite3_close(raw);
+
+	/* Opened again: nothing migrates twice. */
+	db = open_ok(dir);
+	assert_int_equal(keystore_db_schema_version(db), SCHEMA_VERSION);
+	keystore_key_state ks;
+	bool found = false;
+	assert_int_equal(keystore_key_state_get(db, FPR_A, &ks, &found, &error), 0);
+	assert_true(found);
+	keystore_db_close(&db);
+
+	/* A version-1 file that already has a key_state table of its own is
+	 * not adopted: the migration fails and leaves it at 1. */
+	char *dir2 = state_path(state, "v1clash");
+	char *path2 = g_build_filename(dir2, "sealpost.db", NULL);
+	assert_int_equal(g_mkdir_with_parents(dir2, 0700), 0);
+	char *clash = g_strconcat(schema_v1, "CREATE TABLE key_state (x TEXT);", NULL);
+	make_raw_db(path2, clash);
+	error = NULL;
+	assert_null(keystore_db_open(dir2, &error));
+	assert_one_line(error);
+	assert_non_null(strstr(error, "version 2"));
+	assert_int_equal(raw_user_version(path2), 1);
+	g_free(clash);
+	g_free(path2);
+	g_free(dir2);
+	g_free(path);
+	g_free(dir);
+}
+
+static void test_fingerprint_normalise(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in, *out;	/* out NULL: refused */
+	} cases[] = {
+		{ FPR_A, FPR_A },
+		{ "61be9bb5cdbe5ac00b02dd23f1a6b345ab7afbea", FPR_A },
+		{ "61BE 9BB5 CDBE 5AC0 0B02  DD23 F1A6 B345 AB7A FBEA", FPR_A },
+		{ " 61BE9BB5CDBE5AC00B02DD23F1A6B345AB7AFBEA ", FPR_A },
+		{ "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+		  "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF" },
+		{ "", NULL },
+		{ "   ", NULL },
+		{ "F1A6B345AB7AFBEA", NULL },			/* a key ID */
+		{ "0x61BE9BB5CDBE5AC00B02DD23F1A6B345AB7AFBEA", NULL },
+		{ "61BE9BB5CDBE5AC00B02DD23F1A6B345AB7AFBE", NULL },	/* 39 */
+		{ "61BE9BB5CDBE5AC00B02DD23F1A6B345AB7AFBEAA", NULL },	/* 41 */
+		{ "61BE9BB5CDBE5AC00B02DD23F1A6B345AB7AFBEG", NULL },
+		{ "61BE9BB5CDBE5AC00B02DD23F1A6B345AB7AFBE\n", NULL },
+		{ "bob@example.test", NULL },
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		char out[65];
+		const char *error = NULL;
+		int ret = keystore_fingerprint_normalise(cases[i].in, out, sizeof(out), &error);
+		if (cases[i].out != NULL) {
+			if (ret != 0)
+				fail_msg("refused '%s': %s", cases[i].in, error);
+			assert_string_equal(out, cases[i].out);
+		} else {
+			if (ret == 0)
+				fail_msg("accepted '%s' as '%s'", cases[i].in, out);
+			assert_one_line(error);
+		}
+	}
+	/* A long run of digits is refused without overrunning anything. */
+	char longfpr[300], out[65];
+	const char *error = NULL;
+	memset(longfpr, 'A', sizeof(longfpr) - 1);
+	longfpr[sizeof(longfpr) - 1] = '\0';
+	assert_int_equal(keystore_fingerprint_normalise(longfpr, out, sizeof(out), &error), -1);
+	/* Too small an output is refused too. */
+	char small[40];
+	assert_int_equal(keystore_fingerprint_normalise(FPR_A, small, sizeof(small), &error), -1);
+	assert_int_equal(keystore_fingerprint_normalise(NULL, out, sizeof(out), &error), -1);
+
+	assert_string_equal(keystore_key_source_name(KEYSTORE_SOURCE_MANUAL), "manual");
+	assert_string_equal(keystore_key_source_name(KEYSTORE_SOURCE_AUTOCRYPT), "autocrypt");
+	assert_string_equal(keystore_key_source_name(KEYSTORE_SOURCE_WKD), "wkd");
+	assert_string_equal(keystore_key_source_name(KEYSTORE_SOURCE_KEYSERVER), "keyserver");
+	assert_string_equal(keystore_acceptance_name(KEYSTORE_ACCEPTANCE_UNVERIFIED), "unverified");
+	assert_string_equal(keystore_acceptance_name(KEYSTORE_ACCEPTANCE_VERIFIED), "verified");
+	assert_string_equal(keystore_acceptance_name(KEYSTORE_ACCEPTANCE_REJECTED), "rejected");
+}
+
+static void expect_state(keystore_db *db, const char *fpr, bool want_found,
+			 keystore_key_source want_source, keystore_acceptance want_acceptance)
+{
+	keystore_key_state ks;
+	bool found = !want_found;
+	const char *error = NULL;
+	if (keystore_key_state_get(db, fpr, &ks, &found, &error) < 0)
+		fail_msg("get %s: %s", fpr, error);
+	if (found != want_found || ks.source != want_source || ks.acceptance != want_acceptance)
+		fail_msg("%s: got found=%d %s/%s, expected found=%d %s/%s", fpr, found,
+			 keystore_key_source_name(ks.source), keystore_acceptance_name(ks.acceptance),
+			 want_found, keystore_key_source_name(want_source),
+			 keystore_acceptance_name(want_acceptance));
+	int64_t now = (int64_t)time(NULL);
+	if (found && (ks.updated < now - 60 || ks.updated > now + 1))
+		fail_msg("%s: updated %lld", fpr, (long long)ks.updated);
+}
+
+static int collect_state(void *p, const keystore_key_state *ks)
+{
+	g_string_append_printf((GString *)p, "%s=%s/%s;", ks->fingerprint,
+			       keystore_key_source_name(ks->source),
+			       keystore_acceptance_name(ks->acceptance));
+	return 0;
+}
+
+static char *list_states(keystore_db *db)
+{
+	GString *out = g_string_new("");
+	const char *error = NULL;
+	if (keystore_key_state_list(db, collect_state, out, &error) < 0)
+		fail_msg("list: %s", error);
+	return g_string_free(out, FALSE);
+}
+
+static void test_key_state(void **state)
+{
+	char *dir = state_path(state, "keys");
+	keystore_db *db = open_ok(dir);
+	const char *error = NULL;
+	bool added = true, existed = true;
+
+	/* Unknown: the defaults, not found. */
+	expect_state(db, FPR_A, false, KEYSTORE_SOURCE_MANUAL, KEYSTORE_ACCEPTANCE_UNVERIFIED);
+	char *all = list_states(db);
+	assert_string_equal(all, "");
+	g_free(all);
+
+	/* Added in any spelling, stored normalised. */
+	assert_int_equal(keystore_key_state_add(db, "61be 9bb5 cdbe 5ac0 0b02 dd23 f1a6 b345 ab7a fbea",
+						KEYSTORE_SOURCE_AUTOCRYPT,
+						KEYSTORE_ACCEPTANCE_UNVERIFIED, &added, &error), 0);
+	assert_true(added);
+	expect_state(db, FPR_A, true, KEYSTORE_SOURCE_AUTOCRYPT, KEYSTORE_ACCEPTANCE_UNVERIFIED);
+
+	/* A key known already keeps its state when added again. */
+	assert_int_equal(keystore_key_state_set_acceptance(db, FPR_A, KEYSTORE_ACCEPTANCE_VERIFIED,
+							   &error), 0);
+	expect_state(db, FPR_A, true, KEYSTORE_SOURCE_AUTOCRYPT, KEYSTORE_ACCEPTANCE_VERIFIED);
+	assert_int_equal(keystore_key_state_add(db, FPR_A, KEYSTORE_SOURCE_MANUAL,
+						KEYSTORE_ACCEPTANCE_UNVERIFIED, &added, &error), 0);
+	assert_false(added);
+	expect_state(db, FPR_A, true, KEYSTORE_SOURCE_AUTOCRYPT, KEYSTORE_ACCEPTANCE_VERIFIED);
+	assert_int_equal(keystore_key_state_add(db, FPR_A, KEYSTORE_SOURCE_MANUAL,
+						KEYSTORE_ACCEPTANCE_UNVERIFIED, NULL, &error), 0);
+
+	/* Acceptance of a key without state records it as manual. */
+	assert_int_equal(keystore_key_state_set_acceptance(db, FPR_B, KEYSTORE_ACCEPTANCE_REJECTED,
+							   &error), 0);
+	expect_state(db, FPR_B, true, KEYSTORE_SOURCE_MANUAL, KEYSTORE_ACCEPTANCE_REJECTED);
+	assert_int_equal(keystore_key_state_set_acceptance(db, FPR_B, KEYSTORE_ACCEPTANCE_UNVERIFIED,
+							   &error), 0);
+	expect_state(db, FPR_B, true, KEYSTORE_SOURCE_MANUAL, KEYSTORE_ACCEPTANCE_UNVERIFIED);
+
+	all = list_states(db);
+	assert_string_equal(all, FPR_B "=manual/unverified;" FPR_A "=autocrypt/verified;");
+	g_free(all);
+
+	/* Bad fingerprints are refused with a reason, and nothing is written. */
+	error = NULL;
+	assert_int_equal(keystore_key_state_add(db, "F1A6B345AB7AFBEA", KEYSTORE_SOURCE_MANUAL,
+						KEYSTORE_ACCEPTANCE_UNVERIFIED, &added, &error), -1);
+	assert_one_line(error);
+	assert_non_null(strstr(error, "fingerprint"));
+	error = NULL;
+	assert_int_equal(keystore_key_state_set_acceptance(db, "nonsense",
+							   KEYSTORE_ACCEPTANCE_REJECTED, &error), -1);
+	assert_one_line(error);
+	keystore_key_state ks;
+	bool found;
+	assert_int_equal(keystore_key_state_get(db, "", &ks, &found, &error), -1);
+	assert_int_equal(keystore_key_state_forget(db, "xyz", &existed, &error), -1);
+
+	/* Forgetting tells whether there was a state. */
+	assert_int_equal(keystore_key_state_forget(db, FPR_B, &existed, &error), 0);
+	assert_true(existed);
+	assert_int_equal(keystore_key_state_forget(db, FPR_B, &existed, &error), 0);
+	assert_false(existed);
+	assert_int_equal(keystore_key_state_forget(db, FPR_B, NULL, &error), 0);
+	expect_state(db, FPR_B, false, KEYSTORE_SOURCE_MANUAL, KEYSTORE_ACCEPTANCE_UNVERIFIED);
+	keystore_db_close(&db);
+
+	/* It persists. */
+	db = open_ok(dir);
+	expect_state(db, FPR_A, true, KEYSTORE_SOURCE_AUTOCRYPT, KEYSTORE_ACCEPTANCE_VERIFIED);
+	all = list_states(db);
+	assert_string_equal(all, FPR_A "=autocrypt/verified;");
+	g_free(all);
+	keystore_db_close(&db);
+	g_free(dir);
+}
+
+/* The server's cache of rejected keys follows the data version: it must
+ * change when another process writes, and only then. */
+static void test_data_version(void **state)
+{
+	char *dir = state_path(state, "version");
+	keystore_db *server = open_ok(dir);
+	keystore_db *cli = open_ok(dir);
+	const char *error = NULL;
+	int64_t v0 = keystore_db_data_version(server, &error);
+	assert_true(v0 >= 0);
+	assert_int_equal(keystore_db_data_version(server, &error), v0);
+
+	/* The server's own writes leave it alone. */
+	keystore_decision d = { .account = "a", .recipients = "b@example.test", .decision = "plain" };
+	assert_int_equal(keystore_db_log_decision(server, &d, &error), 0);
+	assert_int_equal(keystore_db_data_version(server, &error), v0);
+
+	/* Another connection's commit changes it, once. */
+	assert_int_equal(keystore_key_state_set_acceptance(cli, FPR_A, KEYSTORE_ACCEPTANCE_REJECTED,
+							   &error), 0);
+	int64_t v1 = keystore_db_data_version(server, &error);
+	assert_true(v1 >= 0);
+	assert_true(v1 != v0);
+	assert_int_equal(keystore_db_data_version(server, &error), v1);
+	expect_state(server, FPR_A, true, KEYSTORE_SOURCE_MANUAL, KEYSTORE_ACCEPTANCE_REJECTED);
+	keystore_db_close(&cli);
+	keystore_db_close(&server);
+	g_free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -764,6 +1066,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_locked, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_threads, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_decisions, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup_dir, teardown_dir),
+		cmocka_unit_test(test_fingerprint_normalise),
+		cmocka_unit_test_setup_teardown(test_key_state, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_data_version, setup_dir, teardown_dir),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
