@@ -28,10 +28,6 @@ struct crypto_outbound_header {
 	bool ct_has_protected, ct_has_hp;
 };
 
-struct crypto_worker {
-	gpgme_ctx_t ctx;
-};
-
 /* ---- the header block ------------------------------------------------------ */
 
 /* A field name: printable US-ASCII except ':' up to the colon. */
@@ -584,33 +580,6 @@ static ssize_t crypto_crlf_write(void *handle, const void *buf, size_t size)
 		return -1;
 	}
 	return (ssize_t)size;
-}
-
-crypto_worker *crypto_worker_new(const char **error_r)
-{
-	crypto_worker *w = g_new0(crypto_worker, 1);
-	if (gpgme_new(&w->ctx) != 0) {
-		g_free(w);
-		*error_r = "cannot create a GPGME context";
-		return NULL;
-	}
-	gpgme_set_protocol(w->ctx, GPGME_PROTOCOL_OpenPGP);
-	gpgme_set_armor(w->ctx, 1);
-	gpgme_set_textmode(w->ctx, 0);
-	/* A server has nobody to ask for a passphrase: a locked key fails
-	 * the operation at once (the user unlocks it through sealpost). */
-	gpgme_set_pinentry_mode(w->ctx, GPGME_PINENTRY_MODE_ERROR);
-	return w;
-}
-
-void crypto_worker_free(crypto_worker **wp)
-{
-	crypto_worker *w = *wp;
-	if (w == NULL)
-		return;
-	gpgme_release(w->ctx);
-	g_free(w);
-	*wp = NULL;
 }
 
 static char *crypto_boundary(void)

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "keystore_db.h"
+#include "worker.h"
 
 /* ---- the header block ----------------------------------------------------
  * The message is taken as canonical CRLF text (the SMTP DATA reader made
@@ -85,13 +86,6 @@ typedef struct {
 	int (*write)(void *ctx, const void *buf, size_t len);
 	void *ctx;
 } crypto_sink;
-
-/* One OpenPGP worker: a GPGME context for one thread at a time. Each SMTP
- * session has its own, so messages on different connections are encrypted
- * in parallel. */
-typedef struct crypto_worker crypto_worker;
-crypto_worker *crypto_worker_new(const char **error_r);
-void crypto_worker_free(crypto_worker **w);
 
 typedef struct {
 	gpgme_key_t *recipients;	/* NULL-terminated; encrypted only */
