@@ -1,21 +1,26 @@
 #!/usr/bin/python3
 """bench: direct-to-provider against through-sealpost, measured side by side
-in one run on loopback (IMAP bulk FETCH, IMAP round trips, SMTP load).
+in one run on loopback (IMAP bulk FETCH, IMAP round trips, SMTP load), and
+sealpost's outbound encryption against raw GPGME encryption.
 
 Run through bench/run, which builds the optimised binaries first. Every path
 is measured several times, interleaved (A B C A B C ...), and the medians are
 compared, because the machine is shared and noisy. docs/performance.md
 explains the set-up and records the figures."""
 import argparse
+import ctypes
 import datetime
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,10 +31,12 @@ RCPT = "bob@example.test"
 N_MESSAGES = 1000
 MESSAGE_SIZE = 20 * 1024
 SMTP_SESSIONS = 10
+GPGME_THREADS = 2
 
 TARGET_BULK = 0.95
 TARGET_RTT_US = 30.0
 TARGET_SMTP = 0.9
+TARGET_OUTBOUND = 0.9
 
 
 def log(msg):
@@ -262,6 +269,45 @@ def cpu_seconds(pid, reaped=False):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_subreaper(on):
+    """GPGME starts gpg through a double fork, so gpg ends up a child of
+    init and its CPU time would be counted nowhere. As a subreaper, this
+    process inherits those orphans instead and can read their CPU time
+    when it waits for them (reap_gpg)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reap_gpg():
+    """Waits for every gpg process that has ended as this process's orphan
+    and returns their CPU time (user + system). Nothing else is reaped: the
+    other children belong to subprocess and the harness."""
+    me = os.getpid()
+    total = 0.0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue
+        comm = data[data.find("(") + 1:data.rfind(")")]
+        fields = data[data.rfind(")") + 1:].split()
+        if comm != "gpg" or fields[0] != "Z" or int(fields[1]) != me:
+            continue
+        try:
+            _, _, usage = os.wait4(int(name), 0)
+        except ChildProcessError:
+            continue
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 def cpu_idle_fraction(seconds):
     """Share of all CPUs' time that was idle over the next seconds."""
     def sample():
@@ -298,13 +344,18 @@ class Case:
     through ("sealpost", "relay" for the bare reference relay, or None) and
     that process's PID, and the PID of a long-lived client (None: clients
     are children started per measurement). CPU time is charged per path to
-    the proxy, the client and the provider."""
+    the proxy, the client and the provider; with proxy_children the proxy
+    is also charged for the children it has reaped (the intermediate
+    processes through which GPGME starts gpg; gpg itself is counted apart,
+    see set_subreaper)."""
 
-    def __init__(self, name, fn, via=None, pid=None, client_pid=None):
+    def __init__(self, name, fn, via=None, pid=None, client_pid=None,
+                 proxy_children=False):
         self.name, self.fn, self.via, self.pid = name, fn, via, pid
         self.client_pid = client_pid
+        self.proxy_children = proxy_children
         self.values = []
-        self.cpu = {"provider": 0.0, "proxy": 0.0, "client": 0.0}
+        self.cpu = {"provider": 0.0, "proxy": 0.0, "client": 0.0, "gpg": 0.0}
 
     def median(self):
         return statistics.median(self.values)
@@ -323,20 +374,24 @@ def cpu_snapshot(case, provider_pids):
     else:
         t = os.times()
         client = t.children_user + t.children_system
-    return {"provider": provider(), "proxy": cpu_seconds(case.pid) if case.pid else 0.0,
-            "client": client}
+    proxy = cpu_seconds(case.pid, reaped=case.proxy_children) if case.pid else 0.0
+    return {"provider": provider(), "proxy": proxy, "client": client}
 
 
-def interleaved(rounds, cases, provider_pids):
+def interleaved(rounds, cases, provider_pids, gpg=False):
     """Runs every case once per round, in turn (A B C A B C ...), so slow
-    phases of a shared machine hit all paths alike."""
+    phases of a shared machine hit all paths alike. With gpg, the gpg
+    processes this process inherited (set_subreaper) are reaped after each
+    measurement and their CPU time is charged to it."""
     for _ in range(rounds):
         for c in cases:
             before = cpu_snapshot(c, provider_pids)
             c.values.append(c.fn())
             after = cpu_snapshot(c, provider_pids)
-            for who in c.cpu:
+            for who in after:
                 c.cpu[who] += after[who] - before[who]
+            if gpg:
+                c.cpu["gpg"] += reap_gpg()
     return {c.name: c for c in cases}
 
 
@@ -360,12 +415,13 @@ def main():
     ap.add_argument("--smtp-load", required=True)
     ap.add_argument("--relay", required=True)
     ap.add_argument("--imap-client", required=True)
+    ap.add_argument("--gpgme-encrypt", required=True)
     ap.add_argument("--rounds", type=int, default=11,
                     help="measurements of each path (default 11)")
     ap.add_argument("--json", help="also write every sample to this file")
     ap.add_argument("--strict", action="store_true",
                     help="exit 1 when a target is missed")
-    ap.add_argument("--only", choices=("imap", "smtp"))
+    ap.add_argument("--only", choices=("imap", "smtp", "outbound"))
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for the CPUs to be 85 %% idle")
     args = ap.parse_args()
@@ -414,6 +470,9 @@ def main():
                                args.rounds, report)
                 if args.only in (None, "smtp"):
                     bench_smtp(p, s, sink, smtp_relay, smtp_load, args.rounds, report)
+            if args.only in (None, "outbound"):
+                bench_outbound(p, sink, account, settings, smtp_load,
+                               os.path.abspath(args.gpgme_encrypt), args.rounds, report)
     load_after = loadavg()
 
     print()
@@ -440,15 +499,16 @@ def main():
 
 
 def table(report, title, cases, direct, unit, fmt_value, compare, cpu_scale,
-          cpu_unit, target=None):
+          cpu_unit, target=None, versus="direct", gpg=False):
     """Appends one section of the result table. compare(direct, case) gives
-    (text, figure) for a path against direct; target = (row name, test on
-    the figure, text, name of the target)."""
+    (text, figure) for a path against direct (named versus in the header);
+    target = (row name, test on the figure, text, name of the target); gpg
+    adds the column of the gpg processes' CPU time."""
     rows = report["rows"]
     rows.append("")
     rows.append(title)
-    rows.append(f"  {'path':<34} {unit:>11}  {'vs direct (paired)':<24}"
-                f" CPU {cpu_unit}: provider proxy client")
+    rows.append(f"  {'path':<34} {unit:>11}  {'vs ' + versus + ' (paired)':<24}"
+                f" CPU {cpu_unit}: provider proxy client" + ("   gpg" if gpg else ""))
     base = cases[direct]
     for name, c in cases.items():
         line = f"  {name:<34} {fmt_value(c.median()):>11}  "
@@ -465,7 +525,10 @@ def table(report, title, cases, direct, unit, fmt_value, compare, cpu_scale,
             line += " " * 24
         proxy = f"{c.cpu_per_run('proxy') * cpu_scale:5.0f}" if c.pid else "    -"
         line += (f" {c.cpu_per_run('provider') * cpu_scale:17.0f} {proxy}"
-                 f" {c.cpu_per_run('client') * cpu_scale:6.0f}{verdict_text}")
+                 f" {c.cpu_per_run('client') * cpu_scale:6.0f}")
+        if gpg:
+            line += f" {c.cpu_per_run('gpg') * cpu_scale:5.0f}"
+        line += verdict_text
         rows.append(line.rstrip())
 
 
@@ -572,6 +635,174 @@ def bench_smtp(p, s, sink, relay, smtp_load, rounds, report):
           smtp, DIRECT, "msg/s", lambda m: f"{m:.0f}", compare,
           1e6 / N_MESSAGES, "us",
           (THROUGH, lambda r: r >= TARGET_SMTP, f">= {TARGET_SMTP}x", "SMTP"))
+
+
+# ---------------------------------------------------------------- outbound
+
+def smtp_load_message(sender, rcpt, size):
+    """The bytes bench/smtp_load.c sends as every message's content (its
+    build_message(), without the final dot), so the raw-GPGME side
+    encrypts the message sealpost gets."""
+    head = (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: load test message\r\n"
+            "Message-ID: <load@example.test>\r\n"
+            "Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+            ).encode()
+    total = max(size, len(head) + 8)
+    out = bytearray(head)
+    line = 0
+    while len(out) < total:
+        n = min(78, total - len(out))
+        if n < 3:
+            out += b"x" * (total - 2 - len(out)) + b"\r\n"
+            break
+        out += bytes(ord("a") + (line + i) % 26 for i in range(n - 2)) + b"\r\n"
+        line += 1
+    return bytes(out)
+
+
+def gpgconf_kill(home):
+    """Ends the gpg-agent of one GnuPG home (through its socket, the way
+    the test provider does it)."""
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def make_outbound_keys(home, scratch):
+    """Throwaway ECC keys: alice's key pair in sealpost's GnuPG home, bob's
+    public key imported there (his secret key stays in a home of its own,
+    as a correspondent's would). Returns {address: fingerprint}."""
+    from provider import make_demo_keys  # on sys.path through the harness
+    fprs = make_demo_keys(home, [USER])
+    bob_home = os.path.join(scratch, "bob-gnupg")
+    fprs.update(make_demo_keys(bob_home, [RCPT]))
+    if set(fprs) != {USER, RCPT}:
+        raise RuntimeError(f"key generation gave {fprs}")
+    try:
+        pub = subprocess.run(["gpg", "--homedir", bob_home, "--batch", "--export", fprs[RCPT]],
+                             capture_output=True, check=True).stdout
+        subprocess.run(["gpg", "--homedir", home, "--batch", "--import"], input=pub,
+                       capture_output=True, check=True)
+    finally:
+        gpgconf_kill(bob_home)
+        gpgconf_kill(home)
+    return fprs
+
+
+def run_gpgme_encrypt(binary, home, fprs, body_path):
+    """(ops/s, mean armored bytes) of bench/gpgme_encrypt.c encrypting the
+    body N_MESSAGES times on GPGME_THREADS threads."""
+    argv = [binary, "--homedir", home, "--count", str(N_MESSAGES),
+            "--threads", str(GPGME_THREADS)]
+    for fpr in fprs:
+        argv += ["--recipient", fpr]
+    out = subprocess.run(argv + [body_path], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError("gpgme_encrypt failed: " + out.stderr.strip())
+    fields = dict(kv.split("=") for kv in out.stdout.split())
+    return float(fields["ops_per_s"]), int(fields["out_bytes"])
+
+
+def relayed_copies(s, what):
+    """Sizes of the copies of one kind sealpost says it relayed so far."""
+    return [int(m) for m in re.findall(re.escape(what) + r" copy, (\d+) bytes", s.log_text())]
+
+
+def bench_outbound(p, sink, account, settings, smtp_load, gpgme_encrypt, rounds, report):
+    password = p.users[USER]
+    auth = ["--user", USER, "--password", password, "--from", USER, "--to", RCPT]
+    scratch = tempfile.mkdtemp(prefix="spbench-")
+    home = os.path.join(scratch, "gnupg")
+    try:
+        log("outbound: generating ECC keys (ed25519 + cv25519) for "
+            f"{USER} (sender) and {RCPT} (recipient)")
+        fprs = make_outbound_keys(home, scratch)
+        body = smtp_load_message(USER, RCPT, MESSAGE_SIZE)
+        body_path = os.path.join(scratch, "message.eml")
+        with open(body_path, "wb") as f:
+            f.write(body)
+        # sealpost encrypts to the recipient and to the sender's own key:
+        # the reference encrypts to the same two keys.
+        both = [fprs[RCPT], fprs[USER]]
+        raw_sizes = {}
+
+        def raw(name, keys):
+            ops, size = run_gpgme_encrypt(gpgme_encrypt, home, keys, body_path)
+            raw_sizes[name] = size
+            return ops
+
+        glob = dict(settings, gnupg_home=home)
+        RAW = f"raw GPGME, {GPGME_THREADS} threads, bob+alice"
+        RAW_BOB = f"raw GPGME, {GPGME_THREADS} threads, bob only"
+        ENC = "sealpost, encrypted to bob+alice"
+        NEVER = "sealpost, policy=never (plain)"
+        # policy=require: a message sealpost could not encrypt is refused,
+        # and smtp_load then fails the run instead of timing plain mail.
+        with harness.Sealpost(p, account=dict(account, policy="require"), global_=glob) as enc, \
+                harness.Sealpost(p, account=dict(account, policy="never"), global_=glob) as never:
+            cases = [
+                Case(RAW, lambda: raw(RAW, both)),
+                Case(ENC, lambda: run_smtp_load(smtp_load, enc.smtp_port, auth),
+                     "sealpost", enc.pid, proxy_children=True),
+                Case(NEVER, lambda: run_smtp_load(smtp_load, never.smtp_port, auth),
+                     "sealpost", never.pid, proxy_children=True),
+                Case("direct, STARTTLS, no encryption",
+                     lambda: run_smtp_load(smtp_load, p.submission_port,
+                                           ["--starttls", "--cafile", p.ca_cert] + auth)),
+                Case(RAW_BOB, lambda: raw(RAW_BOB, [fprs[RCPT]])),
+            ]
+            log("outbound warm-up")
+            for c in cases:
+                c.fn()
+            if len(relayed_copies(enc, "encrypted")) != N_MESSAGES or \
+                    len(relayed_copies(never, "as written")) != N_MESSAGES:
+                raise RuntimeError("sealpost did not relay every message as configured "
+                                   f"(logs in {enc.dir}, {never.dir})")
+            # The reference encrypts what smtp_load sends only while
+            # smtp_load_message() still matches it: at least the size must.
+            received = set(re.findall(r"relaying message: (\d+) bytes from", enc.log_text()))
+            if received != {str(len(body))}:
+                raise RuntimeError(f"sealpost received messages of {sorted(received)} bytes, "
+                                   f"the reference encrypts {len(body)}: update "
+                                   "smtp_load_message() to match bench/smtp_load.c")
+            log(f"outbound, {rounds} rounds")
+            set_subreaper(True)
+            try:
+                reap_gpg()
+                res = interleaved(rounds, cases, lambda: provider_pids(p, [sink.proc.pid]),
+                                  gpg=True)
+            finally:
+                set_subreaper(False)
+                reap_gpg()
+            enc_sizes = relayed_copies(enc, "encrypted")
+            plain_sizes = relayed_copies(never, "as written")
+            if len(enc_sizes) != N_MESSAGES * (rounds + 1) or \
+                    len(plain_sizes) != N_MESSAGES * (rounds + 1):
+                raise RuntimeError("sealpost relayed some messages otherwise than configured")
+    finally:
+        gpgconf_kill(home)
+        shutil.rmtree(scratch, ignore_errors=True)
+    report["samples"]["outbound_msgs_per_second"] = {n: c.values for n, c in res.items()}
+
+    def compare(base, c):
+        ratio = c.median() / base.median()
+        return f"{ratio:.2f}x ({paired(base, c, lambda b, v: v / b):.2f})", ratio
+    table(report,
+          f"Outbound encryption: {N_MESSAGES} x {MESSAGE_SIZE // 1024} KiB to 1 recipient, "
+          "ECC keys (ed25519 + cv25519); sealpost: smtp_load on "
+          f"{SMTP_SESSIONS} sessions (plaintext, AUTH) -> sealpost -> Postfix (STARTTLS, "
+          f"SASL) -> smtp-sink; raw GPGME: the same message, {GPGME_THREADS} threads, "
+          "memory to memory; ratios against raw GPGME to bob+alice; "
+          "CPU in us per message (proxy and client: with the children GPGME "
+          "forks and waits for; gpg: the gpg processes)",
+          res, RAW, "msg/s", lambda m: f"{m:.0f}", compare, 1e6 / N_MESSAGES, "us",
+          (ENC, lambda r: r >= TARGET_OUTBOUND, f">= {TARGET_OUTBOUND}x", "outbound"),
+          versus="raw GPGME", gpg=True)
+    report["rows"].append(
+        f"  message {len(body)} bytes; armored: raw GPGME {raw_sizes[RAW]} bytes "
+        f"(bob only {raw_sizes[RAW_BOB]}); relayed by sealpost: encrypted copy "
+        f"{statistics.median(enc_sizes):.0f} bytes, plain copy "
+        f"{statistics.median(plain_sizes):.0f} bytes (both with the Autocrypt header)")
 
 
 if __name__ == "__main__":
