@@ -37,6 +37,7 @@ struct keystore_db {
 	GMutex lock;
 	sqlite3_stmt *lookup, *set, *unset, *list, *log, *prune, *recent;
 	sqlite3_stmt *key_get, *key_add, *key_accept, *key_forget, *key_list, *data_version;
+	sqlite3_stmt *pin_get, *pin_put;
 	unsigned keep;		/* decisions kept */
 	unsigned since_prune;	/* decisions logged since the last pruning */
 };
@@ -70,6 +71,19 @@ static const char *const keystore_db_migrations[] = {
 	"  acceptance TEXT NOT NULL CHECK (acceptance IN ('unverified', 'verified', 'rejected')),"
 	"  updated INTEGER NOT NULL"
 	");",
+
+	/* What decides the bytes of a decrypted view besides the message and
+	 * the keyring: the signature status seen first, so that a key
+	 * imported later never changes a view a client has cached. */
+	"CREATE TABLE view_pin ("
+	"  account TEXT NOT NULL,"
+	"  mailbox BLOB NOT NULL,"
+	"  uidvalidity INTEGER NOT NULL CHECK (uidvalidity BETWEEN 1 AND 4294967295),"
+	"  uid INTEGER NOT NULL CHECK (uid BETWEEN 1 AND 4294967295),"
+	"  signature TEXT NOT NULL,"
+	"  created INTEGER NOT NULL,"
+	"  PRIMARY KEY (account, mailbox, uidvalidity, uid)"
+	") WITHOUT ROWID;",
 };
 #define KEYSTORE_DB_VERSION ((int)G_N_ELEMENTS(keystore_db_migrations))
 
@@ -393,6 +407,12 @@ static int keystore_db_prepare(keystore_db *db, const char **error_r)
 		  "SELECT fingerprint, source, acceptance, updated FROM key_state "
 		  "ORDER BY fingerprint" },
 		{ offsetof(keystore_db, data_version), "PRAGMA data_version" },
+		{ offsetof(keystore_db, pin_get),
+		  "SELECT signature FROM view_pin WHERE account = ?1 AND mailbox = ?2 "
+		  "AND uidvalidity = ?3 AND uid = ?4" },
+		{ offsetof(keystore_db, pin_put),
+		  "INSERT INTO view_pin (account, mailbox, uidvalidity, uid, signature, created) "
+		  "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING" },
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(stmts); i++) {
 		sqlite3_stmt **st = (sqlite3_stmt **)((char *)db + stmts[i].off);
@@ -500,6 +520,12 @@ fail:
 	return NULL;
 }
 
+int keystore_db_set_durable(keystore_db *db, bool durable, const char **error_r)
+{
+	return keystore_db_exec(db, durable ? "PRAGMA synchronous = FULL" :
+				"PRAGMA synchronous = NORMAL", NULL, error_r);
+}
+
 void keystore_db_close(keystore_db **dbp)
 {
 	keystore_db *db = *dbp;
@@ -508,7 +534,7 @@ void keystore_db_close(keystore_db **dbp)
 	sqlite3_stmt *stmts[] = {
 		db->lookup, db->set, db->unset, db->list, db->log, db->prune, db->recent,
 		db->key_get, db->key_add, db->key_accept, db->key_forget, db->key_list,
-		db->data_version,
+		db->data_version, db->pin_get, db->pin_put,
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(stmts); i++)
 		sqlite3_finalize(stmts[i]);
@@ -1073,4 +1099,97 @@ int64_t keystore_db_data_version(keystore_db *db, const char **error_r)
 	keystore_db_done(st);
 	g_mutex_unlock(&db->lock);
 	return v;
+}
+
+/* ---- view pins ---------------------------------------------------------------- */
+
+static int keystore_view_pin_check(const char *account, const void *mailbox,
+				   size_t mailbox_len, uint32_t uidvalidity, uint32_t uid,
+				   const char **error_r)
+{
+	if (account == NULL || mailbox == NULL || mailbox_len > 4096 ||
+	    uidvalidity == 0 || uid == 0) {
+		*error_r = keystore_db_errorf("view pin: no account, a mailbox name over 4096 "
+					      "bytes, or a zero UIDVALIDITY or UID");
+		return -1;
+	}
+	return 0;
+}
+
+static void keystore_view_pin_bind(sqlite3_stmt *st, const char *account, const void *mailbox,
+				   size_t mailbox_len, uint32_t uidvalidity, uint32_t uid)
+{
+	sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, mailbox_len > 0 ? mailbox : "", (int)mailbox_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)uidvalidity);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)uid);
+}
+
+/* With db->lock held. */
+static int keystore_view_pin_read(keystore_db *db, const char *account, const void *mailbox,
+				  size_t mailbox_len, uint32_t uidvalidity, uint32_t uid,
+				  char **signature_r, const char **error_r)
+{
+	sqlite3_stmt *st = db->pin_get;
+	keystore_view_pin_bind(st, account, mailbox, mailbox_len, uidvalidity, uid);
+	int ret = 0;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*signature_r = g_strdup((const char *)sqlite3_column_text(st, 0));
+	else if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	return ret;
+}
+
+int keystore_view_pin_get(keystore_db *db, const char *account, const void *mailbox,
+			  size_t mailbox_len, uint32_t uidvalidity, uint32_t uid,
+			  char **signature_r, const char **error_r)
+{
+	*signature_r = NULL;
+	if (keystore_view_pin_check(account, mailbox, mailbox_len, uidvalidity, uid, error_r) < 0)
+		return -1;
+	g_mutex_lock(&db->lock);
+	int ret = keystore_view_pin_read(db, account, mailbox, mailbox_len, uidvalidity, uid,
+					 signature_r, error_r);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_view_pin_put(keystore_db *db, const char *account, const void *mailbox,
+			  size_t mailbox_len, uint32_t uidvalidity, uint32_t uid,
+			  const char *signature, char **stored_r, const char **error_r)
+{
+	*stored_r = NULL;
+	if (keystore_view_pin_check(account, mailbox, mailbox_len, uidvalidity, uid, error_r) < 0)
+		return -1;
+	if (signature == NULL || signature[0] == '\0' || strlen(signature) > 1024 ||
+	    strpbrk(signature, "\r\n") != NULL) {
+		*error_r = keystore_db_errorf("view pin: the signature status is empty, over "
+					      "1024 bytes or more than one line");
+		return -1;
+	}
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->pin_put;
+	keystore_view_pin_bind(st, account, mailbox, mailbox_len, uidvalidity, uid);
+	sqlite3_bind_text(st, 5, signature, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)time(NULL));
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	if (ret == 0)
+		ret = keystore_view_pin_read(db, account, mailbox, mailbox_len, uidvalidity, uid,
+					     stored_r, error_r);
+	if (ret == 0 && *stored_r == NULL) {
+		*error_r = keystore_db_errorf("%s: a view pin vanished right after it was written",
+					      db->path);
+		ret = -1;
+	}
+	g_mutex_unlock(&db->lock);
+	return ret;
 }

@@ -30,6 +30,13 @@ typedef struct keystore_db keystore_db;
 keystore_db *keystore_db_open(const char *state_dir, const char **error_r);
 void keystore_db_close(keystore_db **db);
 
+/* Commits are durable (PRAGMA synchronous=FULL, an fsync per commit) by
+ * default. A handle that only writes what can be lost in a power failure
+ * without harm — the server's decision log — may relax that to NORMAL:
+ * in WAL mode a crash of the process still loses nothing, a power loss
+ * can lose the last commits, and no commit waits for the disk. */
+int keystore_db_set_durable(keystore_db *db, bool durable, const char **error_r);
+
 /* The schema version of an open database (PRAGMA user_version). */
 int keystore_db_schema_version(keystore_db *db);
 
@@ -154,5 +161,20 @@ int keystore_key_state_list(keystore_db *db,
  * of what the database says stays valid while it stays the same. -1 with
  * *error_r when the database cannot be read. */
 int64_t keystore_db_data_version(keystore_db *db, const char **error_r);
+
+/* ---- view pins ------------------------------------------------------------------
+ * The signature status a decrypted view showed first, per (account, mailbox
+ * as sent on the wire, UIDVALIDITY, UID): passed back to crypto_view_render
+ * as pinned_signature, so the view's bytes never change. */
+
+/* *signature_r (g_free) is NULL when nothing is pinned. */
+int keystore_view_pin_get(keystore_db *db, const char *account, const void *mailbox,
+			  size_t mailbox_len, uint32_t uidvalidity, uint32_t uid,
+			  char **signature_r, const char **error_r);
+/* Pins signature unless something is pinned already; *stored_r (g_free) is
+ * what is pinned now — the earlier value when another session was first. */
+int keystore_view_pin_put(keystore_db *db, const char *account, const void *mailbox,
+			  size_t mailbox_len, uint32_t uidvalidity, uint32_t uid,
+			  const char *signature, char **stored_r, const char **error_r);
 
 #endif

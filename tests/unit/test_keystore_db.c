@@ -20,7 +20,7 @@
 #include "keystore_db.h"
 
 /* The schema version this sealpost writes. */
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -1051,6 +1051,69 @@ static void test_data_version(void **state)
 	g_free(dir);
 }
 
+/* The first signature status pinned for a message stays; another
+ * session's later put gets the first one back. */
+static void test_view_pins(void **state)
+{
+	char *dir = state_path(state, "pins");
+	keystore_db *a = open_ok(dir);
+	keystore_db *b = open_ok(dir);
+	const char *error = NULL;
+	char *got = NULL;
+	static const char inbox[] = "INBOX", other[] = "&AOQ-rger";
+
+	assert_int_equal(keystore_view_pin_get(a, "acct", inbox, 5, 7, 42, &got, &error), 0);
+	assert_null(got);
+	assert_int_equal(keystore_view_pin_put(a, "acct", inbox, 5, 7, 42, "none", &got, &error), 0);
+	assert_string_equal(got, "none");
+	g_free(got);
+	/* Another handle (another process) comes second: the first stays. */
+	assert_int_equal(keystore_view_pin_put(b, "acct", inbox, 5, 7, 42,
+					       "good 0123 <bob@example.test>", &got, &error), 0);
+	assert_string_equal(got, "none");
+	g_free(got);
+	assert_int_equal(keystore_view_pin_get(b, "acct", inbox, 5, 7, 42, &got, &error), 0);
+	assert_string_equal(got, "none");
+	g_free(got);
+	/* Each part of the key counts. */
+	const struct {
+		const char *account;
+		const char *mailbox;
+		uint32_t uidvalidity, uid;
+	} others[] = {
+		{ "acct2", inbox, 7, 42 }, { "acct", other, 7, 42 },
+		{ "acct", inbox, 8, 42 }, { "acct", inbox, 7, 43 },
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(others); i++) {
+		assert_int_equal(keystore_view_pin_get(a, others[i].account, others[i].mailbox,
+						       strlen(others[i].mailbox),
+						       others[i].uidvalidity, others[i].uid,
+						       &got, &error), 0);
+		assert_null(got);
+	}
+	/* The mailbox is compared as bytes, case and all. */
+	assert_int_equal(keystore_view_pin_get(a, "acct", "inbox", 5, 7, 42, &got, &error), 0);
+	assert_null(got);
+	/* Refused: zero UID/UIDVALIDITY, multi-line or empty status. */
+	assert_int_equal(keystore_view_pin_put(a, "acct", inbox, 5, 0, 1, "none", &got, &error), -1);
+	assert_non_null(strstr(error, "UIDVALIDITY"));
+	assert_int_equal(keystore_view_pin_put(a, "acct", inbox, 5, 1, 0, "none", &got, &error), -1);
+	assert_int_equal(keystore_view_pin_put(a, "acct", inbox, 5, 1, 1, "good\r\nX: y", &got,
+					       &error), -1);
+	assert_non_null(strstr(error, "one line"));
+	assert_int_equal(keystore_view_pin_put(a, "acct", inbox, 5, 1, 1, "", &got, &error), -1);
+	assert_null(got);
+	/* Survives reopening. */
+	keystore_db_close(&a);
+	keystore_db_close(&b);
+	a = open_ok(dir);
+	assert_int_equal(keystore_view_pin_get(a, "acct", inbox, 5, 7, 42, &got, &error), 0);
+	assert_string_equal(got, "none");
+	g_free(got);
+	keystore_db_close(&a);
+	g_free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1070,6 +1133,7 @@ int main(void)
 		cmocka_unit_test(test_fingerprint_normalise),
 		cmocka_unit_test_setup_teardown(test_key_state, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_data_version, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_view_pins, setup_dir, teardown_dir),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
