@@ -187,6 +187,10 @@ server *server_new(const config *cfg, const char **error_r)
 	srv->db = keystore_db_open(cfg->state_dir, error_r);
 	if (srv->db == NULL)
 		goto fail;
+	/* The server writes only its decision log: no message waits for an
+	 * fsync of it (keystore_db.h says what a power loss can cost). */
+	if (keystore_db_set_durable(srv->db, false, error_r) < 0)
+		goto fail;
 	srv->keys = keystore_keys_new(cfg->gnupg_home, error_r);
 	if (srv->keys == NULL)
 		goto fail;

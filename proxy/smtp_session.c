@@ -66,6 +66,7 @@ typedef struct {
 	char *reverse_path;
 	char *mail_params;	/* " KEY=VALUE ..." as sent, SIZE left out */
 	bool mail_size;		/* the client declared a SIZE */
+	uint64_t mail_size_value; /* what it declared; 0 when not a number */
 	char **rcpts;		/* paths as sent */
 	char **rcpt_params;	/* " NOTIFY=... ORCPT=..." as sent, or "" */
 	char **rcpt_addrs;	/* bare addresses; NULL when the path has none */
@@ -758,6 +759,20 @@ static int smtp_session_envelope_command(smtp_session *s, const char *verb,
 	return 0;
 }
 
+/* The number a SIZE=n parameter declares; 0 when it is not one. */
+static uint64_t smtp_session_size_value(const smtp_param *p)
+{
+	uint64_t v = 0;
+	if (p->value == NULL || p->value_len == 0 || p->value_len > 19)
+		return 0;
+	for (size_t i = 0; i < p->value_len; i++) {
+		if (p->value[i] < '0' || p->value[i] > '9')
+			return 0;
+		v = v * 10 + (uint64_t)(p->value[i] - '0');
+	}
+	return v;
+}
+
 static void proceed_mail(smtp_session *s, const smtp_command *cmd,
 			 const smtp_path_args *args)
 {
@@ -769,7 +784,9 @@ static void proceed_mail(smtp_session *s, const smtp_command *cmd,
 		s->tx.open_upstream = true;
 		s->tx.reverse_path = strndup(args->path, args->path_len);
 		s->tx.mail_params = smtp_params_text(args, "SIZE");
-		s->tx.mail_size = smtp_path_args_find(args, "SIZE") != NULL;
+		const smtp_param *size = smtp_path_args_find(args, "SIZE");
+		s->tx.mail_size = size != NULL;
+		s->tx.mail_size_value = size != NULL ? smtp_session_size_value(size) : 0;
 		if (s->tx.reverse_path == NULL || s->tx.mail_params == NULL) {
 			if (smtp_session_tx_abort(s) == 0)
 				smtp_session_reply(s, "451 4.3.0 Out of memory");
@@ -921,8 +938,11 @@ static void smtp_session_relay_copies(smtp_session *s)
 		}
 		uint64_t out_size = smtp_spool_size(s->out_spool);
 		/* The provider's open transaction can carry the copy when it
-		 * goes to everyone and the declared size needs no change. */
-		bool reuse = i == 0 && n_copies == 1 && n == s->tx.n_rcpts && !s->tx.mail_size &&
+		 * goes to everyone and the declared size is already the size
+		 * of what is sent. Otherwise RSET, and MAIL again with SIZE=
+		 * the real size. */
+		bool reuse = i == 0 && n_copies == 1 && n == s->tx.n_rcpts &&
+			(!s->tx.mail_size || s->tx.mail_size_value == out_size) &&
 			s->tx.open_upstream;
 		if (!reuse) {
 			if (s->tx.open_upstream && !smtp_session_upstream_rset(s)) {
