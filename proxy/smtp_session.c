@@ -876,35 +876,40 @@ static void proceed_data(smtp_session *s, const smtp_command *cmd,
 	smtp_session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
-/* MAIL and the copy's RCPTs again, after an RSET: the client's parameters
- * with SIZE set to what is really sent. 0 when the provider accepted
- * them all; 1 with *r_out its refusal; -1 when the connection failed. */
+/* RSET (when a transaction is open), then MAIL and the copy's RCPTs again,
+ * pipelined when the provider allows: the client's parameters with SIZE set
+ * to what is really sent. 0 when the provider accepted them all; 1 with
+ * *r_out its refusal; -1 when the connection failed. */
 static int smtp_session_replay_envelope(smtp_session *s, const size_t *idx, size_t n,
 					uint64_t size, const smtp_reply **r_out)
 {
-	char *line = g_strdup_printf("MAIL FROM:%s%s", s->tx.reverse_path, s->tx.mail_params);
-	if (s->tx.mail_size) {
-		char *with_size = g_strdup_printf("%s SIZE=%llu", line, (unsigned long long)size);
-		g_free(line);
-		line = with_size;
-	}
-	int ret = smtp_upstream_command(s->up, line, line, r_out);
-	g_free(line);
-	if (ret < 0)
+	GPtrArray *lines = g_ptr_array_new_with_free_func(g_free);
+	bool rset = s->tx.open_upstream;
+	if (rset)
+		g_ptr_array_add(lines, g_strdup("RSET"));
+	if (s->tx.mail_size)
+		g_ptr_array_add(lines, g_strdup_printf("MAIL FROM:%s%s SIZE=%llu", s->tx.reverse_path,
+						       s->tx.mail_params, (unsigned long long)size));
+	else
+		g_ptr_array_add(lines, g_strdup_printf("MAIL FROM:%s%s", s->tx.reverse_path,
+						       s->tx.mail_params));
+	for (size_t k = 0; k < n; k++)
+		g_ptr_array_add(lines, g_strdup_printf("RCPT TO:%s%s", s->tx.rcpts[idx[k]],
+						       s->tx.rcpt_params[idx[k]]));
+	size_t failed;
+	s->tx.open_upstream = false;
+	int ret = smtp_upstream_commands(s->up, (const char *const *)lines->pdata, lines->len,
+					 &failed, r_out);
+	g_ptr_array_free(lines, TRUE);
+	if (ret < 0 || (ret > 0 && (*r_out)->code == 421))
 		return -1;
-	if ((*r_out)->code / 100 != 2)
-		return 1;
-	s->tx.open_upstream = true;
-	for (size_t k = 0; k < n; k++) {
-		line = g_strdup_printf("RCPT TO:%s%s", s->tx.rcpts[idx[k]], s->tx.rcpt_params[idx[k]]);
-		ret = smtp_upstream_command(s->up, line, line, r_out);
-		g_free(line);
-		if (ret < 0)
-			return -1;
-		if ((*r_out)->code / 100 != 2)
-			return 1;
-	}
-	return 0;
+	/* MAIL was accepted (possibly RCPTs refused): the provider has a
+	 * transaction open that an RSET must close. */
+	size_t mail_index = rset ? 1 : 0;
+	/* Refused RSET: the earlier transaction may still be open. */
+	if (ret == 0 || failed > mail_index || (rset && failed == 0))
+		s->tx.open_upstream = true;
+	return ret;
 }
 
 /* RSET at the provider without a reply to the client; false when the
@@ -945,11 +950,6 @@ static void smtp_session_relay_copies(smtp_session *s)
 			(!s->tx.mail_size || s->tx.mail_size_value == out_size) &&
 			s->tx.open_upstream;
 		if (!reuse) {
-			if (s->tx.open_upstream && !smtp_session_upstream_rset(s)) {
-				snprintf(failure, sizeof(failure), "451 4.4.2 %s; the message was not sent",
-					 smtp_upstream_failure_detail(s->up));
-				break;
-			}
 			int ret = smtp_session_replay_envelope(s, idx, n, out_size, &r);
 			if (ret < 0) {
 				snprintf(failure, sizeof(failure), "451 4.4.2 %s; the message was not sent",

@@ -64,6 +64,11 @@ struct smtp_upstream {
 	smtp_reply_parser *parser;
 	smtp_extension ext[SMTP_UPSTREAM_MAX_EXTENSIONS];
 	size_t n_ext;
+	/* The first refusal in a group of pipelined commands, kept while
+	 * the rest of the replies are read. */
+	smtp_reply held;
+	char held_line[1024];
+	char *held_lines[1];
 	uint8_t *chunk;		/* spool read buffer */
 	uint8_t *stuffed;	/* its dot-stuffed form */
 };
@@ -417,6 +422,74 @@ int smtp_upstream_command(smtp_upstream *up, const char *line,
 	smtp_upstream_enter(up, UP_STATE_READY);
 	smtp_upstream_check_421(up, *reply_r);
 	return 0;
+}
+
+/* Keeps the first line of r in up->held. */
+static void smtp_upstream_hold(smtp_upstream *up, const smtp_reply *r)
+{
+	up->held.code = r->code;
+	snprintf(up->held.enhanced, sizeof(up->held.enhanced), "%s", r->enhanced);
+	snprintf(up->held_line, sizeof(up->held_line), "%s", r->n_lines > 0 ? r->lines[0] : "");
+	up->held_lines[0] = up->held_line;
+	up->held.lines = up->held_lines;
+	up->held.n_lines = 1;
+}
+
+int smtp_upstream_commands(smtp_upstream *up, const char *const *lines, size_t n,
+			   size_t *failed_r, const smtp_reply **reply_r)
+{
+	*failed_r = 0;
+	if (smtp_upstream_extension(up, "PIPELINING") == NULL) {
+		for (size_t i = 0; i < n; i++) {
+			if (smtp_upstream_command(up, lines[i], lines[i], reply_r) < 0)
+				return -1;
+			if ((*reply_r)->code / 100 != 2) {
+				*failed_r = i;
+				return 1;
+			}
+		}
+		return 0;
+	}
+	if (!smtp_upstream_usable(up) || smtp_upstream_unasked(up))
+		return -1;
+	smtp_upstream_enter(up, UP_STATE_COMMAND);
+	for (size_t i = 0; i < n; i++) {
+		log_debug(up->env->id, "sending command to provider", "%s (pipelined)", lines[i]);
+		if (conn_write_str(up->c, lines[i]) < 0 || conn_write(up->c, "\r\n", 2) < 0) {
+			smtp_upstream_io_failed(up, "a pipelined command");
+			return -1;
+		}
+	}
+	if (conn_flush(up->c) < 0) {
+		smtp_upstream_io_failed(up, "a pipelined command");
+		return -1;
+	}
+	bool refused = false;
+	for (size_t i = 0; i < n; i++) {
+		char what[32];
+		snprintf(what, sizeof(what), "%.*s", (int)strcspn(lines[i], " "), lines[i]);
+		const smtp_reply *r;
+		if (smtp_upstream_read_reply(up, what, &r) < 0)
+			return -1;
+		if (r->code == 421) {
+			/* The provider is going away: no more replies come. */
+			smtp_upstream_check_421(up, r);
+			*failed_r = i;
+			smtp_upstream_hold(up, r);
+			*reply_r = &up->held;
+			return 1;
+		}
+		if (!refused && r->code / 100 != 2) {
+			refused = true;
+			*failed_r = i;
+			smtp_upstream_hold(up, r);
+		}
+	}
+	smtp_upstream_enter(up, UP_STATE_READY);
+	if (!refused)
+		return 0;
+	*reply_r = &up->held;
+	return 1;
 }
 
 int smtp_upstream_send_message(smtp_upstream *up, smtp_spool *spool,

@@ -55,6 +55,16 @@ const char *smtp_upstream_extension(const smtp_upstream *up, const char *keyword
 int smtp_upstream_command(smtp_upstream *up, const char *line,
 			  const char *log_line, const smtp_reply **reply_r);
 
+/* Several envelope commands (RSET, MAIL, RCPT; never DATA or anything
+ * after it) as one group: written together and flushed once when the
+ * provider announced PIPELINING (RFC 2920), else one at a time, stopping
+ * at the first refusal. All replies of what was sent are read. Returns 0
+ * when every command got 2xx; 1 with *failed_r the index of the first one
+ * refused and *reply_r its reply (first line only, valid until the next
+ * call); -1 when the connection failed. */
+int smtp_upstream_commands(smtp_upstream *up, const char *const *lines, size_t n,
+			   size_t *failed_r, const smtp_reply **reply_r);
+
 /* DATA, then (on 354) the spool's content dot-stuffed and the final dot,
  * then the provider's verdict. *reply_r is the reply to DATA when that was
  * not 354, else the reply to the final dot. -1 when the connection failed

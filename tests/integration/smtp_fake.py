@@ -67,6 +67,7 @@ class FakeSMTP:
                      | "slow" reply after slow_seconds
     idle_close:      seconds after which an idle connection gets 421 and closed
     mail_reply:      the answer to MAIL (more lines than one reply: desync)
+    refuse_rcpt_from_mail: RCPT is refused (550 5.1.1) from the n-th MAIL on
     """
 
     def __init__(self, starttls=True, starttls_reply=b"220 2.0.0 Ready to start TLS",
@@ -74,7 +75,7 @@ class FakeSMTP:
                  greeting=b"220 fake.example ESMTP PRE-TLS-GREETING",
                  auth_reply=b"235 2.7.0 Authentication successful",
                  data_mode="ok", slow_seconds=0.0, idle_close=None,
-                 mail_reply=b"250 2.1.0 Ok",
+                 mail_reply=b"250 2.1.0 Ok", refuse_rcpt_from_mail=None,
                  extensions=(b"PIPELINING", b"SIZE 10240000", b"8BITMIME",
                              b"ENHANCEDSTATUSCODES", b"DSN", b"SMTPUTF8",
                              b"CHUNKING", b"BINARYMIME", b"XCLIENT NAME ADDR",
@@ -88,6 +89,8 @@ class FakeSMTP:
         self.auth_reply = auth_reply
         self.data_mode = data_mode
         self.rsets = 0
+        self.mails = 0
+        self.refuse_rcpt_from_mail = refuse_rcpt_from_mail
         self.slow_seconds = slow_seconds
         self.idle_close = idle_close
         self.mail_reply = mail_reply
@@ -248,6 +251,8 @@ class FakeSMTP:
             elif verb == b"MAIL" and tx_open:
                 send(b"503 5.5.1 Error: nested MAIL command")
             elif verb == b"MAIL":
+                with self.lock:
+                    self.mails += 1
                 send(self.mail_reply)
                 tx_open = self.data_mode == "refuse_data"
             elif verb == b"RSET":
@@ -257,6 +262,9 @@ class FakeSMTP:
                 send(b"250 2.0.0 Ok")
             elif verb == b"DATA" and self.data_mode == "refuse_data":
                 send(b"554 5.7.1 Data refused by fake policy")
+            elif verb == b"RCPT" and self.refuse_rcpt_from_mail is not None and \
+                    self.mails >= self.refuse_rcpt_from_mail:
+                send(b"550 5.1.1 Recipient refused by fake policy")
             elif verb in (b"RCPT", b"NOOP"):
                 send(b"250 2.0.0 Ok")
             elif verb == b"DATA" and self.data_mode == "250_to_data":

@@ -957,8 +957,8 @@ class FakeProvider(OutboundCase):
     def setUpClass(cls):
         cls.certs = smtp_fake.Certs()
 
-    def via_fake(self, data_mode, msg, rcpts=(BOB,), mail_options=()):
-        fake = smtp_fake.FakeSMTP(cert=self.certs.good, data_mode=data_mode)
+    def via_fake(self, data_mode, msg, rcpts=(BOB,), mail_options=(), **fake_args):
+        fake = smtp_fake.FakeSMTP(cert=self.certs.good, data_mode=data_mode, **fake_args)
         with fake:
             s = W.sealpost_upstream("smtp://localhost:%d" % fake.port, self.certs.ca)
             try:
@@ -1004,6 +1004,23 @@ class FakeProvider(OutboundCase):
         self.assertIn("BODY=8BITMIME", params)
         self.assertIn("SIZE=%d" % len(relayed), params,
                       "relayed message is %d bytes, sent %d" % (len(relayed), len(msg)))
+
+    def test_l_replayed_envelope_refused(self):
+        """The envelope sent again with the real SIZE (RSET, MAIL, RCPT,
+        pipelined) is refused at RCPT: the client gets that refusal at the
+        end of data and no message goes out."""
+        msgid = "l3-" + token() + "@example.test"
+        msg = build(msgid, "replay refused l3", b"the body l3\r\n")
+        r, fake, s = self.via_fake("ok", msg, mail_options=["SIZE=%d" % len(msg)],
+                                   refuse_rcpt_from_mail=2)
+        code, text = r["data"]
+        self.assertEqual(code, 550, r)
+        self.assertIn(b"Recipient refused by fake policy", text)
+        self.assertEqual(fake.messages, [])
+        self.assertEqual(fake.mails, 2)
+        self.assertEqual(fake.rsets, 2, "one RSET before the replay, one to close it")
+        got = fake.got()
+        self.assertIn(b"\r\nRSET\r\nMAIL FROM:", got)
 
 
 if __name__ == "__main__":
