@@ -38,6 +38,8 @@ struct keystore_db {
 	sqlite3_stmt *lookup, *set, *unset, *list, *log, *prune, *recent;
 	sqlite3_stmt *key_get, *key_add, *key_accept, *key_forget, *key_list, *data_version;
 	sqlite3_stmt *pin_get, *pin_put;
+	sqlite3_stmt *peer_get, *peer_put, *peer_count;
+	sqlite3_stmt *pending_add, *pending_get_id, *pending_get_fpr, *pending_remove, *pending_list;
 	unsigned keep;		/* decisions kept */
 	unsigned since_prune;	/* decisions logged since the last pruning */
 };
@@ -84,6 +86,38 @@ static const char *const keystore_db_migrations[] = {
 	"  created INTEGER NOT NULL,"
 	"  PRIMARY KEY (account, mailbox, uidvalidity, uid)"
 	") WITHOUT ROWID;",
+
+	/* Autocrypt Level 1 peer state per account and canonical address
+	 * (timestamps in unix seconds, 0 for never), and the key changes
+	 * waiting for the user: a learned key never silently replaces a
+	 * verified one. */
+	"CREATE TABLE autocrypt_peer ("
+	"  account TEXT NOT NULL,"
+	"  addr TEXT NOT NULL CHECK (instr(addr, '@') > 0),"
+	"  last_seen INTEGER NOT NULL DEFAULT 0,"
+	"  autocrypt_timestamp INTEGER NOT NULL DEFAULT 0,"
+	"  public_key BLOB,"
+	"  public_key_fpr TEXT,"
+	"  prefer_encrypt TEXT NOT NULL DEFAULT 'nopreference'"
+	"    CHECK (prefer_encrypt IN ('nopreference', 'mutual')),"
+	"  gossip_timestamp INTEGER NOT NULL DEFAULT 0,"
+	"  gossip_key BLOB,"
+	"  gossip_key_fpr TEXT,"
+	"  updated INTEGER NOT NULL,"
+	"  PRIMARY KEY (account, addr)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE pending_key ("
+	"  id INTEGER PRIMARY KEY,"
+	"  account TEXT NOT NULL,"
+	"  addr TEXT NOT NULL,"
+	"  old_fingerprint TEXT NOT NULL,"
+	"  new_fingerprint TEXT NOT NULL"
+	"    CHECK (length(new_fingerprint) IN (40, 64) AND new_fingerprint NOT GLOB '*[^0-9A-F]*'),"
+	"  keydata BLOB NOT NULL,"
+	"  source TEXT NOT NULL CHECK (source IN ('autocrypt', 'wkd', 'keyserver')),"
+	"  created INTEGER NOT NULL,"
+	"  UNIQUE (addr, new_fingerprint)"
+	");",
 };
 #define KEYSTORE_DB_VERSION ((int)G_N_ELEMENTS(keystore_db_migrations))
 
@@ -413,6 +447,33 @@ static int keystore_db_prepare(keystore_db *db, const char **error_r)
 		{ offsetof(keystore_db, pin_put),
 		  "INSERT INTO view_pin (account, mailbox, uidvalidity, uid, signature, created) "
 		  "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING" },
+		{ offsetof(keystore_db, peer_get),
+		  "SELECT account, addr, last_seen, autocrypt_timestamp, public_key, public_key_fpr, "
+		  "prefer_encrypt, gossip_timestamp, gossip_key, gossip_key_fpr, updated "
+		  "FROM autocrypt_peer WHERE account = ?1 AND addr = ?2" },
+		{ offsetof(keystore_db, peer_put),
+		  "INSERT OR REPLACE INTO autocrypt_peer (account, addr, last_seen, "
+		  "autocrypt_timestamp, public_key, public_key_fpr, prefer_encrypt, "
+		  "gossip_timestamp, gossip_key, gossip_key_fpr, updated) "
+		  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)" },
+		{ offsetof(keystore_db, peer_count),
+		  "SELECT count(*), count(public_key) FROM autocrypt_peer" },
+		{ offsetof(keystore_db, pending_add),
+		  "INSERT INTO pending_key (account, addr, old_fingerprint, new_fingerprint, keydata, "
+		  "source, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+		  "ON CONFLICT (addr, new_fingerprint) DO UPDATE SET account = excluded.account, "
+		  "old_fingerprint = excluded.old_fingerprint, keydata = excluded.keydata, "
+		  "source = excluded.source, created = excluded.created RETURNING id" },
+		{ offsetof(keystore_db, pending_get_id),
+		  "SELECT id, account, addr, old_fingerprint, new_fingerprint, keydata, source, created "
+		  "FROM pending_key WHERE id = ?1" },
+		{ offsetof(keystore_db, pending_get_fpr),
+		  "SELECT id, account, addr, old_fingerprint, new_fingerprint, keydata, source, created "
+		  "FROM pending_key WHERE new_fingerprint = ?1 ORDER BY id LIMIT 1" },
+		{ offsetof(keystore_db, pending_remove), "DELETE FROM pending_key WHERE id = ?1" },
+		{ offsetof(keystore_db, pending_list),
+		  "SELECT id, account, addr, old_fingerprint, new_fingerprint, keydata, source, created "
+		  "FROM pending_key ORDER BY id" },
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(stmts); i++) {
 		sqlite3_stmt **st = (sqlite3_stmt **)((char *)db + stmts[i].off);
@@ -535,6 +596,9 @@ void keystore_db_close(keystore_db **dbp)
 		db->lookup, db->set, db->unset, db->list, db->log, db->prune, db->recent,
 		db->key_get, db->key_add, db->key_accept, db->key_forget, db->key_list,
 		db->data_version, db->pin_get, db->pin_put,
+		db->peer_get, db->peer_put, db->peer_count,
+		db->pending_add, db->pending_get_id, db->pending_get_fpr, db->pending_remove,
+		db->pending_list,
 	};
 	for (size_t i = 0; i < G_N_ELEMENTS(stmts); i++)
 		sqlite3_finalize(stmts[i]);
@@ -1191,5 +1255,326 @@ int keystore_view_pin_put(keystore_db *db, const char *account, const void *mail
 		ret = -1;
 	}
 	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+/* ---- Autocrypt peer state -------------------------------------------------------- */
+
+static unsigned char *keystore_db_dup_blob(const void *data, size_t len)
+{
+	/* One byte more, so that an empty key is not NULL. */
+	unsigned char *copy = g_malloc(len + 1);
+	if (len > 0)
+		memcpy(copy, data, len);
+	return copy;
+}
+
+void keystore_autocrypt_peer_clear(keystore_autocrypt_peer *p)
+{
+	if (p == NULL)
+		return;
+	g_free(p->account);
+	g_free(p->addr);
+	g_free(p->public_key);
+	g_free(p->gossip_key);
+	memset(p, 0, sizeof(*p));
+}
+
+void keystore_autocrypt_peer_copy(keystore_autocrypt_peer *dst, const keystore_autocrypt_peer *src)
+{
+	*dst = *src;
+	dst->account = g_strdup(src->account);
+	dst->addr = g_strdup(src->addr);
+	dst->public_key = src->public_key != NULL
+		? keystore_db_dup_blob(src->public_key, src->public_key_len) : NULL;
+	dst->gossip_key = src->gossip_key != NULL
+		? keystore_db_dup_blob(src->gossip_key, src->gossip_key_len) : NULL;
+}
+
+static void keystore_db_column_fpr(sqlite3_stmt *st, int col, char *out)
+{
+	const char *t = (const char *)sqlite3_column_text(st, col);
+	g_strlcpy(out, t != NULL ? t : "", 65);
+}
+
+static unsigned char *keystore_db_column_blob(sqlite3_stmt *st, int col, size_t *len_r)
+{
+	*len_r = 0;
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		return NULL;
+	const void *b = sqlite3_column_blob(st, col);
+	*len_r = (size_t)sqlite3_column_bytes(st, col);
+	return keystore_db_dup_blob(b, *len_r);
+}
+
+int keystore_autocrypt_peer_get(keystore_db *db, const char *account, const char *addr,
+				keystore_autocrypt_peer *peer_r, bool *found_r,
+				const char **error_r)
+{
+	memset(peer_r, 0, sizeof(*peer_r));
+	*found_r = false;
+	if (account == NULL || addr == NULL) {
+		*error_r = "autocrypt peer: no account or address";
+		return -1;
+	}
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->peer_get;
+	sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, addr, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		peer_r->account = g_strdup((const char *)sqlite3_column_text(st, 0));
+		peer_r->addr = g_strdup((const char *)sqlite3_column_text(st, 1));
+		peer_r->last_seen = sqlite3_column_int64(st, 2);
+		peer_r->autocrypt_timestamp = sqlite3_column_int64(st, 3);
+		peer_r->public_key = keystore_db_column_blob(st, 4, &peer_r->public_key_len);
+		keystore_db_column_fpr(st, 5, peer_r->public_key_fpr);
+		const char *pe = (const char *)sqlite3_column_text(st, 6);
+		peer_r->prefer_mutual = pe != NULL && strcmp(pe, "mutual") == 0;
+		peer_r->gossip_timestamp = sqlite3_column_int64(st, 7);
+		peer_r->gossip_key = keystore_db_column_blob(st, 8, &peer_r->gossip_key_len);
+		keystore_db_column_fpr(st, 9, peer_r->gossip_key_fpr);
+		peer_r->updated = sqlite3_column_int64(st, 10);
+		*found_r = true;
+	} else if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+static void keystore_db_bind_blob(sqlite3_stmt *st, int i, const void *data, size_t len)
+{
+	if (data == NULL)
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_blob(st, i, len > 0 ? data : "", (int)len, SQLITE_STATIC);
+}
+
+static void keystore_db_bind_fpr(sqlite3_stmt *st, int i, const char *fpr)
+{
+	if (fpr == NULL || fpr[0] == '\0')
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_text(st, i, fpr, -1, SQLITE_STATIC);
+}
+
+/* The largest key a peer row or a pending change holds: what an import takes. */
+#define KEYSTORE_DB_KEY_MAX (1024 * 1024)
+
+int keystore_autocrypt_peer_put(keystore_db *db, const keystore_autocrypt_peer *p,
+				const char **error_r)
+{
+	if (p->account == NULL || p->addr == NULL || strchr(p->addr, '@') == NULL) {
+		*error_r = "autocrypt peer: no account or no address";
+		return -1;
+	}
+	if (p->public_key_len > KEYSTORE_DB_KEY_MAX || p->gossip_key_len > KEYSTORE_DB_KEY_MAX) {
+		*error_r = "autocrypt peer: a key over 1 MiB";
+		return -1;
+	}
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->peer_put;
+	sqlite3_bind_text(st, 1, p->account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, p->addr, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)p->last_seen);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)p->autocrypt_timestamp);
+	keystore_db_bind_blob(st, 5, p->public_key, p->public_key_len);
+	keystore_db_bind_fpr(st, 6, p->public_key_fpr);
+	sqlite3_bind_text(st, 7, p->prefer_mutual ? "mutual" : "nopreference", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)p->gossip_timestamp);
+	keystore_db_bind_blob(st, 9, p->gossip_key, p->gossip_key_len);
+	keystore_db_bind_fpr(st, 10, p->gossip_key_fpr);
+	sqlite3_bind_int64(st, 11, (sqlite3_int64)time(NULL));
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_autocrypt_peer_count(keystore_db *db, unsigned *peers_r, unsigned *with_key_r,
+				  const char **error_r)
+{
+	int ret = 0;
+	*peers_r = *with_key_r = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->peer_count;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*peers_r = (unsigned)sqlite3_column_int64(st, 0);
+		*with_key_r = (unsigned)sqlite3_column_int64(st, 1);
+	} else {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+/* ---- pending key changes --------------------------------------------------------- */
+
+void keystore_pending_key_clear(keystore_pending_key *p)
+{
+	if (p == NULL)
+		return;
+	g_free(p->account);
+	g_free(p->addr);
+	g_free(p->keydata);
+	memset(p, 0, sizeof(*p));
+}
+
+int keystore_pending_add(keystore_db *db, const keystore_pending_key *p, int64_t *id_r,
+			 const char **error_r)
+{
+	char old_fpr[65], new_fpr[65];
+	if (id_r != NULL)
+		*id_r = 0;
+	if (p->account == NULL || p->addr == NULL || p->keydata == NULL ||
+	    p->keydata_len == 0 || p->keydata_len > KEYSTORE_DB_KEY_MAX ||
+	    p->source == KEYSTORE_SOURCE_MANUAL) {
+		*error_r = "pending key: no account, address or key data, a key over 1 MiB, "
+			   "or a manual source";
+		return -1;
+	}
+	if (keystore_key_state_fpr(p->old_fingerprint, old_fpr, error_r) < 0 ||
+	    keystore_key_state_fpr(p->new_fingerprint, new_fpr, error_r) < 0)
+		return -1;
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->pending_add;
+	sqlite3_bind_text(st, 1, p->account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, p->addr, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, old_fpr, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, new_fpr, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 5, p->keydata, (int)p->keydata_len, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, keystore_key_source_name(p->source), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)(p->created > 0 ? p->created : time(NULL)));
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		if (id_r != NULL)
+			*id_r = sqlite3_column_int64(st, 0);
+		rc = sqlite3_step(st);
+	}
+	if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+/* One row of the pending_key SELECTs into p. */
+static int keystore_pending_read_row(keystore_db *db, sqlite3_stmt *st, keystore_pending_key *p,
+				     const char **error_r)
+{
+	memset(p, 0, sizeof(*p));
+	p->id = sqlite3_column_int64(st, 0);
+	p->account = g_strdup((const char *)sqlite3_column_text(st, 1));
+	p->addr = g_strdup((const char *)sqlite3_column_text(st, 2));
+	keystore_db_column_fpr(st, 3, p->old_fingerprint);
+	keystore_db_column_fpr(st, 4, p->new_fingerprint);
+	p->keydata = keystore_db_column_blob(st, 5, &p->keydata_len);
+	int s = keystore_name_index(keystore_source_names, G_N_ELEMENTS(keystore_source_names),
+				    (const char *)sqlite3_column_text(st, 6));
+	p->created = sqlite3_column_int64(st, 7);
+	if (p->account == NULL || p->addr == NULL || p->keydata == NULL || s < 0) {
+		*error_r = keystore_db_errorf("%s: pending key change %" G_GINT64_FORMAT
+					      " is damaged", db->path, p->id);
+		keystore_pending_key_clear(p);
+		return -1;
+	}
+	p->source = (keystore_key_source)s;
+	return 0;
+}
+
+int keystore_pending_get(keystore_db *db, int64_t id, const char *new_fingerprint,
+			 keystore_pending_key *p_r, bool *found_r, const char **error_r)
+{
+	char fpr[65];
+	memset(p_r, 0, sizeof(*p_r));
+	*found_r = false;
+	if (id <= 0 && keystore_key_state_fpr(new_fingerprint, fpr, error_r) < 0)
+		return -1;
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = id > 0 ? db->pending_get_id : db->pending_get_fpr;
+	if (id > 0)
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+	else
+		sqlite3_bind_text(st, 1, fpr, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		ret = keystore_pending_read_row(db, st, p_r, error_r);
+		*found_r = ret == 0;
+	} else if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_pending_remove(keystore_db *db, int64_t id, bool *existed_r,
+			    const char **error_r)
+{
+	if (existed_r != NULL)
+		*existed_r = false;
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->pending_remove;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	} else if (existed_r != NULL) {
+		*existed_r = sqlite3_changes(db->db) > 0;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+static void keystore_pending_array_clear(void *p)
+{
+	keystore_pending_key_clear(p);
+}
+
+int keystore_pending_list(keystore_db *db,
+			  int (*fn)(void *ctx, const keystore_pending_key *p),
+			  void *ctx, const char **error_r)
+{
+	GArray *rows = g_array_new(FALSE, TRUE, sizeof(keystore_pending_key));
+	g_array_set_clear_func(rows, keystore_pending_array_clear);
+	int ret = 0, rc;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = db->pending_list;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		keystore_pending_key p;
+		if (keystore_pending_read_row(db, st, &p, error_r) < 0) {
+			ret = -1;
+			break;
+		}
+		g_array_append_val(rows, p);
+	}
+	if (ret == 0 && rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	keystore_db_done(st);
+	g_mutex_unlock(&db->lock);
+	for (guint i = 0; ret == 0 && i < rows->len; i++) {
+		if (fn(ctx, &g_array_index(rows, keystore_pending_key, i)) != 0)
+			break;
+	}
+	g_array_free(rows, TRUE);
 	return ret;
 }

@@ -177,4 +177,76 @@ int keystore_view_pin_put(keystore_db *db, const char *account, const void *mail
 			  size_t mailbox_len, uint32_t uidvalidity, uint32_t uid,
 			  const char *signature, char **stored_r, const char **error_r);
 
+/* ---- Autocrypt peer state ---------------------------------------------------------
+ * One row per (account, canonical peer address): the Autocrypt Level 1
+ * "peers" table. Timestamps are unix seconds, 0 for never. The rules that
+ * change it are in keystore_autocrypt.h. */
+
+typedef struct {
+	char *account;
+	char *addr;			/* canonical (keystore_autocrypt_canonical) */
+	int64_t last_seen;
+	int64_t autocrypt_timestamp;
+	unsigned char *public_key;	/* binary keydata; NULL when none */
+	size_t public_key_len;
+	char public_key_fpr[65];	/* "" when unknown */
+	bool prefer_mutual;		/* prefer-encrypt=mutual, else nopreference */
+	int64_t gossip_timestamp;
+	unsigned char *gossip_key;	/* NULL when none */
+	size_t gossip_key_len;
+	char gossip_key_fpr[65];
+	int64_t updated;
+} keystore_autocrypt_peer;
+
+/* Frees what p holds (not p) and zeroes it. */
+void keystore_autocrypt_peer_clear(keystore_autocrypt_peer *p);
+/* A deep copy of src into dst (cleared first by the caller). */
+void keystore_autocrypt_peer_copy(keystore_autocrypt_peer *dst, const keystore_autocrypt_peer *src);
+
+/* *found_r false and *peer_r zeroed (account and addr NULL) when there is
+ * no row. addr is looked up as given: pass the canonical form. */
+int keystore_autocrypt_peer_get(keystore_db *db, const char *account, const char *addr,
+				keystore_autocrypt_peer *peer_r, bool *found_r,
+				const char **error_r);
+/* Inserts or replaces the row (account, addr) with everything in peer. */
+int keystore_autocrypt_peer_put(keystore_db *db, const keystore_autocrypt_peer *peer,
+				const char **error_r);
+/* Peer rows in total, and how many have a public key. */
+int keystore_autocrypt_peer_count(keystore_db *db, unsigned *peers_r, unsigned *with_key_r,
+				  const char **error_r);
+
+/* ---- pending key changes ------------------------------------------------------------
+ * A key learned for an address (Autocrypt, later WKD) that differs from
+ * the key the user verified for it: kept here, out of the keyring, until
+ * the user accepts or refuses it. */
+
+typedef struct {
+	int64_t id;
+	char *account;
+	char *addr;
+	char old_fingerprint[65];	/* the verified key it would replace */
+	char new_fingerprint[65];
+	unsigned char *keydata;		/* binary OpenPGP */
+	size_t keydata_len;
+	keystore_key_source source;
+	int64_t created;		/* unix seconds */
+} keystore_pending_key;
+
+void keystore_pending_key_clear(keystore_pending_key *p);
+
+/* Records a change; the same new key for the same address again only
+ * refreshes the row (its id stays). *id_r (may be NULL) gets the id. */
+int keystore_pending_add(keystore_db *db, const keystore_pending_key *p, int64_t *id_r,
+			 const char **error_r);
+/* By id (> 0) or else by new fingerprint (normalised; the oldest row when
+ * several addresses wait for the same key). */
+int keystore_pending_get(keystore_db *db, int64_t id, const char *new_fingerprint,
+			 keystore_pending_key *p_r, bool *found_r, const char **error_r);
+int keystore_pending_remove(keystore_db *db, int64_t id, bool *existed_r,
+			    const char **error_r);
+/* Every pending change, oldest first; fn returning non-zero stops. */
+int keystore_pending_list(keystore_db *db,
+			  int (*fn)(void *ctx, const keystore_pending_key *p),
+			  void *ctx, const char **error_r);
+
 #endif

@@ -625,11 +625,13 @@ static int keystore_import_check_result(gpgme_ctx_t ctx, const keystore_import_s
 	return 0;
 }
 
-static gpgme_error_t keystore_import_into(gpgme_ctx_t ctx, gpgme_data_t data)
+static gpgme_error_t keystore_import_into(gpgme_ctx_t ctx, gpgme_data_t data,
+					  keystore_key_source source)
 {
 	gpgme_error_t err = gpgme_set_ctx_flag(ctx, "import-filter", KEYSTORE_IMPORT_FILTER);
 	if (err == 0)
-		err = gpgme_set_ctx_flag(ctx, "key-origin", "file");
+		err = gpgme_set_ctx_flag(ctx, "key-origin",
+					 source == KEYSTORE_SOURCE_MANUAL ? "file" : "url");
 	if (err == 0) {
 		gpgme_data_seek(data, 0, SEEK_SET);
 		err = gpgme_op_import(ctx, data);
@@ -729,7 +731,7 @@ int keystore_keyring_import(keystore_keyring *kr, const void *buf, size_t len,
 		goto out;
 	}
 	/* The trial: everything gpg would refuse or cut shows here. */
-	err = keystore_import_into(scratch_ctx, data);
+	err = keystore_import_into(scratch_ctx, data, opt->source);
 	if (err != 0) {
 		*error_r = keystore_keyring_errorf("the input is malformed or truncated: %s",
 						   gpgme_strerror(err));
@@ -743,7 +745,7 @@ int keystore_keyring_import(keystore_keyring *kr, const void *buf, size_t len,
 	ctx = keystore_keyring_ctx(kr, NULL, NULL, error_r);
 	if (ctx == NULL)
 		goto out;
-	err = keystore_import_into(ctx, data);
+	err = keystore_import_into(ctx, data, opt->source);
 	if (err != 0) {
 		*error_r = keystore_keyring_errorf("import into %s failed: %s", kr->home,
 						   gpgme_strerror(err));
@@ -757,7 +759,7 @@ int keystore_keyring_import(keystore_keyring *kr, const void *buf, size_t len,
 	for (guint i = 0; ret == 0 && i < scan.fprs->len; i++) {
 		const char *fpr = g_ptr_array_index(scan.fprs, i);
 		keystore_keyring_key k;
-		if (keystore_key_state_add(kr->db, fpr, KEYSTORE_SOURCE_MANUAL,
+		if (keystore_key_state_add(kr->db, fpr, opt->source,
 					   KEYSTORE_ACCEPTANCE_UNVERIFIED, NULL, error_r) < 0 ||
 		    keystore_keyring_one(kr, fpr, &k, error_r) < 0)
 			ret = -1;
@@ -778,6 +780,80 @@ out:
 		gpgme_release(scratch_ctx);
 	keystore_scratch_remove(&scratch);
 	g_ptr_array_free(scan.fprs, TRUE);
+	gpgme_data_release(data);
+	return ret;
+}
+
+int keystore_keyring_inspect(keystore_keyring *kr, const void *buf, size_t len,
+			     keystore_keyring_key *key_r, const char **error_r)
+{
+	memset(key_r, 0, sizeof(*key_r));
+	if (len == 0 || len > KEYSTORE_IMPORT_MAX) {
+		*error_r = len == 0 ? "the key data is empty" : "the key data is larger than 1 MiB";
+		return -1;
+	}
+	gpgme_data_t data = NULL;
+	gpgme_error_t err = gpgme_data_new_from_mem(&data, buf, len, 0);
+	if (err != 0) {
+		*error_r = keystore_keyring_errorf("cannot read the key data: %s",
+						   gpgme_strerror(err));
+		return -1;
+	}
+	const char *type_error = keystore_import_type_error(gpgme_data_identify(data, 0));
+	if (type_error != NULL) {
+		*error_r = type_error;
+		gpgme_data_release(data);
+		return -1;
+	}
+	gpgme_ctx_t ctx = keystore_keyring_ctx(kr, NULL, NULL, error_r);
+	if (ctx == NULL) {
+		gpgme_data_release(data);
+		return -1;
+	}
+	/* gpg --show-keys: parsed and checked as an import would, nothing
+	 * written to the keyring. */
+	gpgme_set_keylist_mode(ctx, GPGME_KEYLIST_MODE_LOCAL);
+	err = gpgme_op_keylist_from_data_start(ctx, data, 0);
+	int ret = 0, n = 0;
+	if (err != 0) {
+		*error_r = keystore_keyring_errorf("cannot read the key data: %s",
+						   gpgme_strerror(err));
+		ret = -1;
+	}
+	while (err == 0) {
+		gpgme_key_t key;
+		err = gpgme_op_keylist_next(ctx, &key);
+		if (err != 0)
+			break;
+		n++;
+		const char *fpr = key->subkeys != NULL ? key->subkeys->fpr : NULL;
+		if (ret == 0 && (fpr == NULL || key->invalid || key->uids == NULL)) {
+			*error_r = keystore_keyring_errorf("the key data is malformed or truncated: "
+							   "key %s is incomplete",
+							   fpr != NULL ? fpr : "?");
+			ret = -1;
+		} else if (ret == 0 && key->secret) {
+			*error_r = "the key data holds a secret key";
+			ret = -1;
+		} else if (ret == 0 && n == 1) {
+			ret = keystore_keyring_describe(kr, key, key_r, error_r);
+		}
+		gpgme_key_unref(key);
+	}
+	if (ret == 0 && err != 0 && gpgme_err_code(err) != GPG_ERR_EOF) {
+		gpgme_op_keylist_end(ctx);
+		*error_r = keystore_keyring_errorf("the key data is malformed: %s",
+						   gpgme_strerror(err));
+		ret = -1;
+	}
+	if (ret == 0 && n != 1) {
+		*error_r = n == 0 ? "no OpenPGP key in the key data (malformed or truncated?)"
+				  : "the key data holds more than one key";
+		ret = -1;
+	}
+	if (ret < 0)
+		keystore_keyring_key_clear(key_r);
+	gpgme_release(ctx);
 	gpgme_data_release(data);
 	return ret;
 }
@@ -909,6 +985,70 @@ int keystore_keyring_set_acceptance(keystore_keyring *kr, const char *fingerprin
 	int ret = keystore_key_state_set_acceptance(kr->db, k.fingerprint, acceptance, error_r);
 	keystore_keyring_key_clear(&k);
 	return ret;
+}
+
+/* ---- pending key changes ------------------------------------------------------ */
+
+int keystore_keyring_pending_accept(keystore_keyring *kr, const keystore_pending_key *p,
+				    keystore_keyring_key *key_r, const char **error_r)
+{
+	if (key_r != NULL)
+		memset(key_r, 0, sizeof(*key_r));
+	keystore_keyring_key k;
+	if (keystore_keyring_inspect(kr, p->keydata, p->keydata_len, &k, error_r) < 0)
+		return -1;
+	int ret = 0;
+	if (strcmp(k.fingerprint, p->new_fingerprint) != 0) {
+		*error_r = keystore_keyring_errorf("pending change %" G_GINT64_FORMAT ": its key "
+						   "data holds %s, not %s", p->id, k.fingerprint,
+						   p->new_fingerprint);
+		ret = -1;
+	}
+	/* gpg compares the local part exactly: import for the user ID as
+	 * the key writes it. */
+	const char *address = NULL;
+	for (size_t i = 0; ret == 0 && k.addresses[i] != NULL && address == NULL; i++)
+		if (g_ascii_strcasecmp(k.addresses[i], p->addr) == 0)
+			address = k.addresses[i];
+	if (ret == 0 && address == NULL) {
+		*error_r = keystore_keyring_errorf("key %s has no user ID for %s", k.fingerprint,
+						   p->addr);
+		ret = -1;
+	}
+	keystore_keyring_key *keys = NULL;
+	size_t n = 0;
+	const keystore_import_options opt = { .address = address, .source = p->source };
+	if (ret == 0)
+		ret = keystore_keyring_import(kr, p->keydata, p->keydata_len, &opt, &keys, &n,
+					      error_r);
+	keystore_keyring_keys_free(&keys, n);
+	if (ret == 0)
+		ret = keystore_key_state_set_acceptance(kr->db, p->new_fingerprint,
+							KEYSTORE_ACCEPTANCE_VERIFIED, error_r);
+	keystore_keyring_key old;
+	if (ret == 0 && strcmp(p->old_fingerprint, p->new_fingerprint) != 0 &&
+	    keystore_keyring_one(kr, p->old_fingerprint, &old, error_r) == 0) {
+		ret = keystore_key_state_set_acceptance(kr->db, p->old_fingerprint,
+							KEYSTORE_ACCEPTANCE_REJECTED, error_r);
+		keystore_keyring_key_clear(&old);
+	}
+	if (ret == 0)
+		ret = keystore_pending_remove(kr->db, p->id, NULL, error_r);
+	if (ret == 0 && key_r != NULL)
+		ret = keystore_keyring_one(kr, p->new_fingerprint, key_r, error_r);
+	keystore_keyring_key_clear(&k);
+	return ret;
+}
+
+int keystore_keyring_pending_refuse(keystore_keyring *kr, const keystore_pending_key *p,
+				    const char **error_r)
+{
+	if (keystore_key_state_add(kr->db, p->new_fingerprint, p->source,
+				   KEYSTORE_ACCEPTANCE_REJECTED, NULL, error_r) < 0 ||
+	    keystore_key_state_set_acceptance(kr->db, p->new_fingerprint,
+					      KEYSTORE_ACCEPTANCE_REJECTED, error_r) < 0)
+		return -1;
+	return keystore_pending_remove(kr->db, p->id, NULL, error_r);
 }
 
 /* ---- unlock ------------------------------------------------------------------ */

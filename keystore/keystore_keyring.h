@@ -74,6 +74,9 @@ int keystore_keyring_generate(keystore_keyring *kr, const char *address,
 typedef struct {
 	bool secret;		/* secret keys may be imported */
 	const char *address;	/* NULL, or every key needs a user ID with it */
+	/* What new keys are recorded as: manual by default; keys learned
+	 * from mail (autocrypt, wkd, keyserver) with key-origin "url". */
+	keystore_key_source source;
 } keystore_import_options;
 
 /* Imports key data, armored or binary: all of it or nothing. Every key is
@@ -85,6 +88,13 @@ int keystore_keyring_import(keystore_keyring *kr, const void *data, size_t len,
 			    const keystore_import_options *opt,
 			    keystore_keyring_key **keys_r, size_t *n_r,
 			    const char **error_r);
+
+/* Reads key data without importing it: exactly one complete public key,
+ * armored or binary, at most KEYSTORE_IMPORT_MAX bytes. key_r
+ * (keystore_keyring_key_clear) describes it as it would be once imported
+ * (usable, and source and acceptance from the database when known). */
+int keystore_keyring_inspect(keystore_keyring *kr, const void *data, size_t len,
+			     keystore_keyring_key *key_r, const char **error_r);
 
 /* Writes the keys with these fingerprints (NULL-terminated) to fd, armored
  * or binary. secret: the secret keys (gpg may ask pp for a passphrase),
@@ -101,6 +111,19 @@ int keystore_keyring_delete(keystore_keyring *kr, const char *fingerprint,
 /* Records what the user said about a key in the keyring. */
 int keystore_keyring_set_acceptance(keystore_keyring *kr, const char *fingerprint,
 				    keystore_acceptance acceptance, const char **error_r);
+
+/* A pending key change (keystore_pending_key) the user accepts: the new
+ * key is imported (for the change's address) and marked verified, the
+ * verified key it replaces is marked rejected so that the new one is the
+ * one used, and the change is removed. key_r (may be NULL;
+ * keystore_keyring_key_clear): the new key. */
+int keystore_keyring_pending_accept(keystore_keyring *kr, const keystore_pending_key *p,
+				    keystore_keyring_key *key_r, const char **error_r);
+/* The user refuses it: the new key is recorded as rejected (so the same
+ * key is never offered or used again), the old key stays as it was, and
+ * the change is removed. */
+int keystore_keyring_pending_refuse(keystore_keyring *kr, const keystore_pending_key *p,
+				    const char **error_r);
 
 /* Checks the passphrase of address's own usable key by signing a test
  * message through gpg-agent, which then keeps it cached for the running

@@ -1,5 +1,5 @@
-/* cli_keys: `sealpost keys list|generate|import|export|delete|verify|reject|unlock`
- * on the configuration's gnupg_home and STATE_DIR/sealpost.db. */
+/* cli_keys: `sealpost keys list|generate|import|export|delete|verify|reject|unlock|
+ * pending|accept|refuse` on the configuration's gnupg_home and STATE_DIR/sealpost.db. */
 #include "cli_keys.h"
 
 #include <errno.h>
@@ -51,6 +51,7 @@ typedef enum {
 	ARG_ADDRESS,
 	ARG_FPR,
 	ARG_KEY,	/* an address or a fingerprint */
+	ARG_PENDING,	/* a pending change's number or its new key's fingerprint */
 } cli_keys_arg;
 
 typedef struct {
@@ -72,6 +73,9 @@ static const cli_keys_command cli_keys_commands[] = {
 	{ "verify", ARG_FPR, OPT_YES, "verify FPR [--yes]" },
 	{ "reject", ARG_FPR, 0, "reject FPR" },
 	{ "unlock", ARG_ADDRESS, OPT_PASS_STDIN, "unlock ADDRESS [--passphrase-stdin]" },
+	{ "pending", ARG_NONE, OPT_JSON, "pending [--json]" },
+	{ "accept", ARG_PENDING, OPT_YES, "accept ID|FPR [--yes]" },
+	{ "refuse", ARG_PENDING, 0, "refuse ID|FPR" },
 };
 
 static const char cli_keys_summary[] =
@@ -88,6 +92,12 @@ static const char cli_keys_summary[] =
 	"  verify FPR                   mark a key verified after comparing fingerprints\n"
 	"  reject FPR                   mark a key rejected: sealpost never uses it\n"
 	"  unlock ADDRESS               give gpg-agent the passphrase of ADDRESS's key\n"
+	"  pending [--json]             list key changes waiting for review (a learned\n"
+	"                               key that differs from one you verified)\n"
+	"  accept ID|FPR                use the new key of a pending change: it becomes\n"
+	"                               verified, the key it replaces rejected\n"
+	"  refuse ID|FPR                drop a pending change: the new key is rejected,\n"
+	"                               the old one stays\n"
 	"\n"
 	"FPR is a full fingerprint (40 hexadecimal digits, spaces allowed). The\n"
 	"keyring is the configuration's gnupg_home; sources and acceptance live in\n"
@@ -815,6 +825,188 @@ static int cli_keys_unlock(keystore_keyring *kr, const cli_keys_opts *o, const c
 	return CLI_EXIT_OK;
 }
 
+/* ---- pending key changes --------------------------------------------------------- */
+
+/* A pending change's number: digits only, > 0. */
+static bool cli_keys_pending_id(const char *text, int64_t *id_r)
+{
+	if (text == NULL || text[0] == '\0' || strlen(text) > 18)
+		return false;
+	for (const char *p = text; *p != '\0'; p++)
+		if (!g_ascii_isdigit(*p))
+			return false;
+	/* 40 or 64 digits would be a fingerprint; 18 cannot be. */
+	int64_t id = g_ascii_strtoll(text, NULL, 10);
+	if (id <= 0)
+		return false;
+	if (id_r != NULL)
+		*id_r = id;
+	return true;
+}
+
+typedef struct {
+	keystore_keyring *kr;
+	bool json;
+	JsonBuilder *b;
+	GString *out;
+} cli_keys_pending_ctx;
+
+static int cli_keys_pending_one(void *ctx_, const keystore_pending_key *p)
+{
+	cli_keys_pending_ctx *ctx = ctx_;
+	keystore_keyring_key k;
+	const char *error;
+	bool readable = keystore_keyring_inspect(ctx->kr, p->keydata, p->keydata_len, &k,
+						 &error) == 0;
+	char *received = cli_keys_date(p->created);
+	char *addr = g_utf8_make_valid(p->addr, -1);
+	char *account = g_utf8_make_valid(p->account, -1);
+	if (ctx->json) {
+		JsonBuilder *b = ctx->b;
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "id");
+		json_builder_add_int_value(b, p->id);
+		json_builder_set_member_name(b, "account");
+		json_builder_add_string_value(b, account);
+		json_builder_set_member_name(b, "address");
+		json_builder_add_string_value(b, addr);
+		json_builder_set_member_name(b, "source");
+		json_builder_add_string_value(b, keystore_key_source_name(p->source));
+		json_builder_set_member_name(b, "received");
+		json_builder_add_string_value(b, received);
+		json_builder_set_member_name(b, "old_fingerprint");
+		json_builder_add_string_value(b, p->old_fingerprint);
+		json_builder_set_member_name(b, "new_fingerprint");
+		json_builder_add_string_value(b, p->new_fingerprint);
+		json_builder_set_member_name(b, "new_key");
+		if (readable)
+			cli_keys_json_key(b, &k);
+		else
+			json_builder_add_null_value(b);
+		json_builder_end_object(b);
+	} else {
+		g_string_append_printf(ctx->out, "%" G_GINT64_FORMAT "  %s  learned by %s on %s "
+				       "(account %s)\n    old %s (verified)\n    new %s",
+				       p->id, addr, keystore_key_source_name(p->source), received,
+				       account, p->old_fingerprint, p->new_fingerprint);
+		if (readable) {
+			char *created = cli_keys_date(k.created);
+			char *addrs = cli_keys_addresses(&k);
+			g_string_append_printf(ctx->out, " %s, created %s%s%s\n", addrs, created,
+					       k.unusable != NULL ? ", unusable: " : "",
+					       k.unusable != NULL ? k.unusable : "");
+			g_free(addrs);
+			g_free(created);
+		} else {
+			g_string_append_printf(ctx->out, " (unreadable: %s)\n", error);
+		}
+	}
+	if (readable)
+		keystore_keyring_key_clear(&k);
+	g_free(account);
+	g_free(addr);
+	g_free(received);
+	return 0;
+}
+
+static int cli_keys_pending(keystore_keyring *kr, keystore_db *db, const cli_keys_opts *o)
+{
+	cli_keys_pending_ctx ctx = { .kr = kr, .json = o->json };
+	if (o->json) {
+		ctx.b = json_builder_new();
+		json_builder_begin_array(ctx.b);
+	} else {
+		ctx.out = g_string_new("");
+	}
+	const char *error;
+	int ret = keystore_pending_list(db, cli_keys_pending_one, &ctx, &error);
+	if (ret < 0)
+		fprintf(stderr, "sealpost keys pending: %s\n", error);
+	if (o->json) {
+		json_builder_end_array(ctx.b);
+		if (ret == 0) {
+			JsonNode *root = json_builder_get_root(ctx.b);
+			JsonGenerator *gen = json_generator_new();
+			json_generator_set_root(gen, root);
+			json_generator_set_pretty(gen, TRUE);
+			char *text = json_generator_to_data(gen, NULL);
+			printf("%s\n", text);
+			g_free(text);
+			g_object_unref(gen);
+			json_node_unref(root);
+		}
+		g_object_unref(ctx.b);
+	} else {
+		if (ret == 0)
+			fputs(ctx.out->len > 0 ? ctx.out->str : "no pending key changes\n", stdout);
+		g_string_free(ctx.out, TRUE);
+	}
+	return ret < 0 ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
+}
+
+/* accept or refuse. */
+static int cli_keys_decide(keystore_keyring *kr, keystore_db *db, const cli_keys_opts *o,
+			   const char *cmd, const char *text)
+{
+	bool accept = strcmp(cmd, "accept") == 0;
+	int64_t id = 0;
+	bool by_id = cli_keys_pending_id(text, &id);
+	keystore_pending_key p;
+	bool found;
+	const char *error;
+	if (keystore_pending_get(db, by_id ? id : 0, by_id ? NULL : text, &p, &found, &error) < 0) {
+		fprintf(stderr, "sealpost keys %s: %s\n", cmd, error);
+		return CLI_EXIT_RUNTIME;
+	}
+	if (!found) {
+		char *pr = cli_keys_printable(text);
+		fprintf(stderr, "sealpost keys %s: no pending key change %s (see sealpost keys "
+			"pending)\n", cmd, pr);
+		g_free(pr);
+		return CLI_EXIT_RUNTIME;
+	}
+	int ret = CLI_EXIT_OK;
+	char *addr = cli_keys_printable(p.addr);
+	if (accept && !o->yes && !cli_keys_interactive()) {
+		fprintf(stderr, "sealpost keys accept: the question needs a terminal; give --yes "
+			"once you checked the new key with %s\n", addr);
+		ret = CLI_EXIT_USAGE;
+	} else if (accept && !o->yes) {
+		char *grouped = cli_keys_grouped(p.new_fingerprint);
+		printf("new key for %s:\n  %s\nit replaces the verified key %s\n", addr, grouped,
+		       p.old_fingerprint);
+		fflush(stdout);
+		g_free(grouped);
+		char *q = g_strdup_printf("Did %s confirm this new fingerprint to you?", addr);
+		if (!cli_keys_ask_yes(q)) {
+			fprintf(stderr, "sealpost keys accept: not confirmed; the change stays "
+				"pending\n");
+			ret = CLI_EXIT_RUNTIME;
+		}
+		g_free(q);
+	}
+	if (ret == CLI_EXIT_OK && accept) {
+		if (keystore_keyring_pending_accept(kr, &p, NULL, &error) < 0) {
+			fprintf(stderr, "sealpost keys accept: %s\n", error);
+			ret = CLI_EXIT_RUNTIME;
+		} else {
+			printf("%s  accepted for %s: verified and used from now on; %s rejected\n",
+			       p.new_fingerprint, addr, p.old_fingerprint);
+		}
+	} else if (ret == CLI_EXIT_OK) {
+		if (keystore_keyring_pending_refuse(kr, &p, &error) < 0) {
+			fprintf(stderr, "sealpost keys refuse: %s\n", error);
+			ret = CLI_EXIT_RUNTIME;
+		} else {
+			printf("%s  refused for %s: rejected; %s stays in use\n", p.new_fingerprint,
+			       addr, p.old_fingerprint);
+		}
+	}
+	g_free(addr);
+	keystore_pending_key_clear(&p);
+	return ret;
+}
+
 /* ---- main ---------------------------------------------------------------------- */
 
 static const struct {
@@ -838,7 +1030,7 @@ static const cli_keys_command *cli_keys_check_args(int argc, char **argv, const 
 	if (c == NULL) {
 		char *p = cli_keys_printable(argv[1]);
 		fprintf(stderr, "sealpost keys: unknown command '%s': expected list, generate, import, "
-			"export, delete, verify, reject or unlock\n", p);
+			"export, delete, verify, reject, unlock, pending, accept or refuse\n", p);
 		g_free(p);
 		return NULL;
 	}
@@ -879,6 +1071,14 @@ static const cli_keys_command *cli_keys_check_args(int argc, char **argv, const 
 		g_free(p);
 		return NULL;
 	}
+	if (c->arg == ARG_PENDING && !cli_keys_pending_id(argv[2], NULL) &&
+	    keystore_fingerprint_normalise(argv[2], norm, sizeof(norm), &why) < 0) {
+		char *p = cli_keys_printable(argv[2]);
+		fprintf(stderr, "sealpost keys %s: invalid ID|FPR '%s': expected the number "
+			"`sealpost keys pending` shows or the new key's fingerprint\n", c->name, p);
+		g_free(p);
+		return NULL;
+	}
 	const char *address = c->arg == ARG_ADDRESS ? argv[2] : o->address;
 	if (address != NULL &&
 	    (keystore_policy_target_normalise(address, norm, sizeof(norm), &why) < 0 ||
@@ -897,7 +1097,8 @@ int cli_keys_main(int argc, char **argv)
 	GOptionEntry entries[] = {
 		{ "config", 'c', 0, G_OPTION_ARG_FILENAME, &o.config_path,
 		  "Configuration file (default: ~/.config/sealpost/sealpost.conf)", "FILE" },
-		{ "json", 0, 0, G_OPTION_ARG_NONE, &o.json, "list: print the keys as a JSON array", NULL },
+		{ "json", 0, 0, G_OPTION_ARG_NONE, &o.json,
+		  "list, pending: print a JSON array", NULL },
 		{ "passphrase-stdin", 0, 0, G_OPTION_ARG_NONE, &o.passphrase_stdin,
 		  "generate, unlock, export --secret: read the passphrase from the first line of "
 		  "standard input", NULL },
@@ -910,7 +1111,7 @@ int cli_keys_main(int argc, char **argv)
 		{ "address", 0, 0, G_OPTION_ARG_STRING, &o.address,
 		  "import: every key must have a user ID with this e-mail address", "ADDRESS" },
 		{ "yes", 'y', 0, G_OPTION_ARG_NONE, &o.yes,
-		  "export --secret, delete, verify: do not ask for confirmation", NULL },
+		  "export --secret, delete, verify, accept: do not ask for confirmation", NULL },
 		{ "no-armor", 0, 0, G_OPTION_ARG_NONE, &o.no_armor,
 		  "export: binary OpenPGP instead of ASCII armor", NULL },
 		G_OPTION_ENTRY_NULL
@@ -937,7 +1138,7 @@ int cli_keys_main(int argc, char **argv)
 	}
 	if (argc < 2) {
 		fprintf(stderr, "sealpost keys: expected list, generate, import, export, delete, "
-			"verify, reject or unlock (sealpost keys --help)\n");
+			"verify, reject, unlock, pending, accept or refuse (sealpost keys --help)\n");
 		goto out;
 	}
 	const cli_keys_command *c = cli_keys_check_args(argc, argv, &o);
@@ -989,6 +1190,10 @@ int cli_keys_main(int argc, char **argv)
 		ret = cli_keys_acceptance(kr, &o, "verify", arg, KEYSTORE_ACCEPTANCE_VERIFIED);
 	else if (strcmp(c->name, "reject") == 0)
 		ret = cli_keys_acceptance(kr, &o, "reject", arg, KEYSTORE_ACCEPTANCE_REJECTED);
+	else if (strcmp(c->name, "pending") == 0)
+		ret = cli_keys_pending(kr, db, &o);
+	else if (strcmp(c->name, "accept") == 0 || strcmp(c->name, "refuse") == 0)
+		ret = cli_keys_decide(kr, db, &o, c->name, arg);
 	else
 		ret = cli_keys_unlock(kr, &o, arg);
 	keystore_keyring_close(&kr);

@@ -11,6 +11,7 @@
 
 #include "cli_keys.h"
 #include "cli_policy.h"
+#include "cli_status.h"
 #include "config.h"
 #include "crypto.h"
 #include "keystore.h"
@@ -43,6 +44,7 @@ static const char main_usage[] =
 	"  check-config FILE         validate a configuration file and exit\n"
 	"  policy set|unset|list     manage per-address and per-domain encryption rules\n"
 	"  keys list|generate|...    manage OpenPGP keys: import, export, verify, unlock, ...\n"
+	"  status [--json]           accounts, listeners, usable keys, pending key changes\n"
 	"  version [--cert]          print versions (and the certificate fingerprint)\n"
 	"  help                      this text\n"
 	"\n"
@@ -348,6 +350,8 @@ int main(int argc, char **argv)
 		return cli_policy_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "keys") == 0)
 		return cli_keys_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "status") == 0)
+		return cli_status_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc - 1, argv + 1);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||

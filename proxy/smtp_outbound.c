@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "keystore_autocrypt.h"
 #include "log.h"
 #include "outbound.h"
 
@@ -32,6 +33,10 @@ struct smtp_outbound {
 	gpgme_key_t own_key;		/* the sender's, NULL when none */
 	char *autocrypt;		/* the Autocrypt value, NULL when none */
 	char *recipients;		/* for the decision log */
+	/* What the decision log says of a message relayed as decided, when
+	 * there is something to say: the Autocrypt recommendation
+	 * "discourage" for recipients encrypted to opportunistically. */
+	char note[256];
 	char reply[1024];
 };
 
@@ -68,6 +73,7 @@ void smtp_outbound_reset(smtp_outbound *o)
 	o->autocrypt = NULL;
 	g_free(o->recipients);
 	o->recipients = NULL;
+	o->note[0] = '\0';
 	o->body_offset = 0;
 }
 
@@ -230,6 +236,33 @@ static void smtp_outbound_name(GString *list, unsigned *named, unsigned *more,
 	(*named)++;
 }
 
+/* The Autocrypt recommendation for the recipients encrypted to under an
+ * opportunistic policy. sealpost encrypts whenever every recipient of a
+ * copy has a usable key, which is what the recommendation calls
+ * "available" and "encrypt" alike; "discourage" (a stale or gossip-only
+ * Autocrypt key) does not change that, it is written to the decision log
+ * so that an unreadable message can be explained. */
+static void smtp_outbound_autocrypt_note(smtp_outbound *o, GPtrArray *addrs)
+{
+	if (addrs->len == 0)
+		return;
+	keystore_autocrypt_recommendation rec;
+	char why[200];
+	const char *error;
+	if (keystore_autocrypt_recommend(o->env->db, o->env->account->address,
+					 (const char *const *)addrs->pdata, addrs->len,
+					 o->env->account->prefer_encrypt_mutual, false, NULL, NULL,
+					 &rec, why, sizeof(why), &error) < 0) {
+		log_warn(o->env->id, "reading Autocrypt peer state", "%s", error);
+		return;
+	}
+	if (rec != KEYSTORE_AUTOCRYPT_DISCOURAGE)
+		return;
+	snprintf(o->note, sizeof(o->note), "Autocrypt recommendation discourage (%s); "
+		 "encrypted as every recipient has a usable key", why);
+	log_info(o->env->id, "deciding", "%s", o->note);
+}
+
 /* The sender's own key: the From address's when it has a secret key
  * here, else the account's. Also prepares the Autocrypt value, which must
  * name the From address. -1 on a temporary failure (reply set). */
@@ -343,6 +376,7 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 	int ret = 0;
 	smtp_copy *plain = NULL;
 	GPtrArray *encrypted = g_ptr_array_new();
+	GPtrArray *opportunistic = g_ptr_array_new();	/* addresses, borrowed */
 	for (guint gi = 0; gi < groups->len && ret == 0; gi++) {
 		GArray *g = g_ptr_array_index(groups, gi);
 		bool any_require = false, any_never = false;
@@ -406,6 +440,8 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 			}
 			c->keys = keys;
 			g_ptr_array_add(encrypted, c);
+			for (guint k = 0; gp == KEYSTORE_POLICY_OPPORTUNISTIC && k < g->len; k++)
+				g_ptr_array_add(opportunistic, rcpts[g_array_index(g, size_t, k)]);
 			continue;
 		}
 		if (keys != NULL)
@@ -421,6 +457,9 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 				     missing->str);
 		ret = -1;
 	}
+	if (ret == 0)
+		smtp_outbound_autocrypt_note(o, opportunistic);
+	g_ptr_array_unref(opportunistic);
 	if (ret == 0) {
 		/* As written first (one copy for everyone it goes to), then the
 		 * encrypted ones in group order. */
@@ -575,7 +614,7 @@ void smtp_outbound_log(smtp_outbound *o, const char *decision, const char *reaso
 		.message_id = o->header != NULL ? crypto_outbound_header_message_id(o->header) : NULL,
 		.recipients = o->recipients,
 		.decision = decision,
-		.reason = reason,
+		.reason = reason != NULL ? reason : o->note[0] != '\0' ? o->note : NULL,
 	};
 	const char *error;
 	if (keystore_db_log_decision(o->env->db, &d, &error) < 0)

@@ -6,14 +6,18 @@ import (public only unless --secret, --address checked, third-party
 signatures dropped; truncated, garbage, oversize and non-key input refused
 with the keyring untouched), list (text and JSON), verify / reject, delete,
 unlock with a right and a wrong passphrase, the questions asked on a
-terminal without echo, usage errors; and a sealpost that encrypts to bob
-until his key is rejected, and again once it is verified."""
+terminal without echo, usage errors; pending key changes (list, accept,
+refuse) and `sealpost status`; and a sealpost that encrypts to bob until
+his key is rejected, and again once it is verified, noting the Autocrypt
+recommendation "discourage" in its decision log."""
 import json
 import os
 import re
 import select
 import shutil
 import smtplib
+import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -627,7 +631,12 @@ class KeysCliTest(unittest.TestCase):
     def test_usage_errors(self):
         cases = [
             (["frobnicate"], "unknown command"),
-            (["pending"], "unknown command"),
+            (["pending", "extra"], "usage"),
+            (["accept"], "usage"),
+            (["accept", "xyz"], "ID|FPR"),
+            (["refuse", "0"], "ID|FPR"),
+            (["refuse", "12", "--yes"], "--yes"),
+            (["pending", "--secret"], "--secret"),
             (["generate"], "usage"),
             (["generate", ALICE, BOB], "usage"),
             (["list", "extra"], "usage"),
@@ -663,10 +672,172 @@ class KeysCliTest(unittest.TestCase):
         r = harness.run_sealpost("keys", "--help")
         self.assertEqual(r.returncode, 0)
         for cmd in ("list", "generate", "import", "export", "delete", "verify", "reject",
-                    "unlock"):
+                    "unlock", "pending", "accept", "refuse"):
             self.assertIn(cmd, r.stdout)
         r = harness.run_sealpost("help")
         self.assertIn("keys", r.stdout)
+        self.assertIn("status", r.stdout)
+
+    # ------------------------------------------------ pending key changes
+
+    def add_pending(self, addr, old_fpr, new_fpr, keydata):
+        """A key change as sealpost records one when a learned key differs
+        from the verified one (the inbound path writes the same row)."""
+        db = sqlite3.connect(os.path.join(self.state_dir, "sealpost.db"))
+        try:
+            cur = db.execute(
+                "INSERT INTO pending_key (account, addr, old_fingerprint, new_fingerprint, "
+                "keydata, source, created) VALUES (?, ?, ?, ?, ?, 'autocrypt', ?)",
+                (ALICE, addr, old_fpr, new_fpr, keydata, int(time.time())))
+            db.commit()
+            return cur.lastrowid
+        finally:
+            db.close()
+
+    def other_carol(self, name):
+        """Another key for carol, made elsewhere: (fingerprint, binary key)."""
+        home = self.fresh_home(name)
+        fpr = _provider.make_demo_keys(home, [CAROL])[CAROL].upper()
+        data = gpg(home, "--export-options", "export-minimal", "--export", fpr).stdout
+        kill_agent(home)
+        return fpr, data
+
+    def key_state(self, fpr):
+        db = sqlite3.connect(os.path.join(self.state_dir, "sealpost.db"))
+        try:
+            return db.execute("SELECT source, acceptance FROM key_state WHERE fingerprint = ?",
+                              (fpr,)).fetchone()
+        finally:
+            db.close()
+
+    def test_pending_accept_and_refuse(self):
+        old = self.foreign.fpr[CAROL]
+        self.assert_ok(self.import_data(self.foreign.public))
+        self.assert_ok(self.keys("verify", old, "--yes"))
+        r = self.keys("pending")
+        self.assert_ok(r)
+        self.assertEqual(r.stdout, "no pending key changes\n")
+        self.assertEqual(json.loads(self.keys("pending", "--json").stdout), [])
+
+        new, data = self.other_carol("carol2")
+        pid = self.add_pending(CAROL, old, new, data)
+        r = self.keys("pending")
+        self.assert_ok(r)
+        self.assertIn("%d  %s  learned by autocrypt" % (pid, CAROL), r.stdout)
+        self.assertIn("old %s (verified)" % old, r.stdout)
+        self.assertIn("new %s %s" % (new, CAROL), r.stdout)
+        r = self.keys("pending", "--json")
+        self.assert_ok(r)
+        (p,) = json.loads(r.stdout)
+        self.assertEqual((p["id"], p["address"], p["account"], p["source"]),
+                         (pid, CAROL, ALICE, "autocrypt"))
+        self.assertEqual((p["old_fingerprint"], p["new_fingerprint"]), (old, new))
+        self.assertEqual(p["new_key"]["fingerprint"], new)
+        self.assertEqual(p["new_key"]["addresses"], [CAROL])
+        # Pending means not in the keyring, not used.
+        self.assertNotIn(new, self.list_json())
+        self.assertEqual(self.status()["pending"], 1)
+
+        # accept asks on a terminal, or wants --yes.
+        r = self.keys("accept", str(pid))
+        self.assert_one_line_error(r, 2, "--yes")
+        self.assertNotIn(new, self.list_json())
+        r = self.keys("accept", new.lower(), "--yes")
+        self.assert_ok(r)
+        self.assertIn("%s  accepted for %s" % (new, CAROL), r.stdout)
+        keys = self.list_json()
+        self.assertEqual((keys[new]["source"], keys[new]["acceptance"], keys[new]["usable"]),
+                         ("autocrypt", "verified", True))
+        self.assertEqual((keys[old]["acceptance"], keys[old]["usable"]), ("rejected", False))
+        self.assertEqual(json.loads(self.keys("pending", "--json").stdout), [])
+        self.assertEqual(self.status()["pending"], 0)
+        # The keyring has it as gpg sees it.
+        self.assertIn(new, [rec[9] for rec in colons(self.home, "--list-keys", CAROL)
+                            if rec[0] == "fpr"])
+        r = self.keys("accept", str(pid), "--yes")
+        self.assert_one_line_error(r, 1, "no pending key change %d" % pid)
+
+        # A third key is refused: never imported, remembered as rejected,
+        # the accepted one stays in use.
+        third, data3 = self.other_carol("carol3")
+        pid3 = self.add_pending(CAROL, new, third, data3)
+        r = self.keys("refuse", str(pid3))
+        self.assert_ok(r)
+        self.assertIn("%s  refused for %s" % (third, CAROL), r.stdout)
+        keys = self.list_json()
+        self.assertNotIn(third, keys)
+        self.assertEqual(keys[new]["acceptance"], "verified")
+        self.assertEqual(self.key_state(third), ("autocrypt", "rejected"))
+        self.assertEqual(json.loads(self.keys("pending", "--json").stdout), [])
+        r = self.keys("refuse", third)
+        self.assert_one_line_error(r, 1, "no pending key change")
+
+    # ------------------------------------------------------------- status
+
+    def status(self, *args):
+        r = harness.run_sealpost("status", "--json", "--config", self.config_path, *args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
+    def test_status(self):
+        st = self.status()
+        self.assertEqual(st["config"], self.config_path)
+        self.assertEqual(st["state_dir"], self.state_dir)
+        (acct,) = st["accounts"]
+        self.assertEqual((acct["name"], acct["address"]), ("test", ALICE))
+        (listener,) = acct["listeners"]
+        self.assertEqual((listener["protocol"], listener["tls"], listener["host"]),
+                         ("smtp", "starttls", "127.0.0.1"))
+        self.assertFalse(listener["listening"])
+        self.assertIn("smtp", acct["upstreams"])
+        self.assertEqual(st["keys"], {"own": 0, "own_usable": 0, "peer": 0, "peer_usable": 0,
+                                      "rejected": 0})
+        self.assertEqual(st["pending"], 0)
+        self.assertEqual(st["recent_refusals"], [])
+
+        self.generate(ALICE)
+        self.assert_ok(self.import_data(self.foreign.public))
+        self.assert_ok(self.keys("reject", self.foreign.fpr[CAROL]))
+        db = sqlite3.connect(os.path.join(self.state_dir, "sealpost.db"))
+        db.executemany(
+            "INSERT INTO decision (time, account, message_id, recipients, decision, reason) "
+            "VALUES (?, 'test', ?, ?, ?, ?)",
+            [(1700000000, "<a@x>", BOB, "refused", "no usable OpenPGP key for <%s>" % BOB),
+             (1700000100, "<b@x>", CAROL, "encrypted", None),
+             (1700000200, "<c@x>", DAVE, "refused", "encryption required")])
+        db.commit()
+        db.close()
+        # Something listens on the SMTP port now.
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", listener["port"]))
+            sock.listen(1)
+            st = self.status()
+        finally:
+            sock.close()
+        self.assertTrue(st["accounts"][0]["listeners"][0]["listening"])
+        self.assertEqual(st["keys"], {"own": 1, "own_usable": 1, "peer": 1, "peer_usable": 0,
+                                      "rejected": 1})
+        self.assertEqual([(r["recipients"], r["reason"]) for r in st["recent_refusals"]],
+                         [(DAVE, "encryption required"),
+                          (BOB, "no usable OpenPGP key for <%s>" % BOB)])
+        self.assertEqual(st["recent_refusals"][0]["time"], "2023-11-14 22:16:40")
+
+        r = harness.run_sealpost("status", "--config", self.config_path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for needle in ("test <%s>" % ALICE, "SMTP STARTTLS", "not listening",
+                       "1 of your own usable (of 1)", "1 rejected", "pending key changes: 0",
+                       "to %s: encryption required" % DAVE):
+            self.assertIn(needle, r.stdout)
+
+        # Usage and configuration errors.
+        r = harness.run_sealpost("status", "extra", "--config", self.config_path)
+        self.assertEqual(r.returncode, 2)
+        bad = os.path.join(self.dir, "bad.conf")
+        with open(bad, "w") as f:
+            f.write("[sealpost]\nno_such_key = 1\n")
+        r = harness.run_sealpost("status", "--config", bad)
+        self.assertEqual(r.returncode, 3)
 
 
 @unittest.skipUnless(have_sealpost(), "SEALPOST_BIN not built")
@@ -755,6 +926,44 @@ class RejectedKeyNotUsed(unittest.TestCase):
         self.assertIn(b"the body of verified", dec.data)
         r = harness.run_sealpost("policy", "unset", BOB, "--config", self.sealpost.config_path)
         self.assertEqual(r.returncode, 0, r.stderr)
+
+    def last_decision(self, msgid):
+        db = sqlite3.connect(os.path.join(self.sealpost.state_dir, "sealpost.db"))
+        try:
+            return db.execute("SELECT decision, reason FROM decision WHERE message_id = ?",
+                              (msgid,)).fetchone()
+        finally:
+            db.close()
+
+    def test_autocrypt_discourage_logged(self):
+        """bob's Autocrypt key is 40 days older than the last message seen
+        from him: the recommendation is "discourage". The message is still
+        encrypted (every recipient has a usable key) and the decision log
+        says so."""
+        self.assertEqual(self.keys("verify", self.keyrings.fpr[BOB], "--yes").returncode, 0)
+        msgid = self.send("fresh")
+        self.assertIn(b"multipart/encrypted", self.received(msgid))
+        self.assertEqual(self.last_decision(msgid)[1], None)
+        now = int(time.time())
+        db = sqlite3.connect(os.path.join(self.sealpost.state_dir, "sealpost.db"))
+        db.execute("INSERT OR REPLACE INTO autocrypt_peer (account, addr, last_seen, "
+                   "autocrypt_timestamp, public_key, public_key_fpr, updated) "
+                   "VALUES (?, ?, ?, ?, X'99', ?, ?)",
+                   (ALICE, BOB, now, now - 40 * DAY, self.keyrings.fpr[BOB], now))
+        db.commit()
+        db.close()
+        try:
+            msgid = self.send("stale")
+            self.assertIn(b"multipart/encrypted", self.received(msgid))
+            decision, reason = self.last_decision(msgid)
+            self.assertIn("encrypted", decision)
+            self.assertIn("discourage", reason)
+            self.assertIn("<%s>" % BOB, reason)
+        finally:
+            db = sqlite3.connect(os.path.join(self.sealpost.state_dir, "sealpost.db"))
+            db.execute("DELETE FROM autocrypt_peer")
+            db.commit()
+            db.close()
 
 
 if __name__ == "__main__":

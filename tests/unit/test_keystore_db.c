@@ -20,7 +20,7 @@
 #include "keystore_db.h"
 
 /* The schema version this sealpost writes. */
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -853,6 +853,138 @@ static void test_migration_from_version_1(void **state)
 	g_free(dir);
 }
 
+/* Version 3 as sealpost wrote it: the tables of versions 1-3 with rows. */
+static const char schema_v3_tail[] =
+	"CREATE TABLE key_state ("
+	"  fingerprint TEXT PRIMARY KEY"
+	"    CHECK (length(fingerprint) IN (40, 64) AND fingerprint NOT GLOB '*[^0-9A-F]*'),"
+	"  source TEXT NOT NULL CHECK (source IN ('manual', 'autocrypt', 'wkd', 'keyserver')),"
+	"  acceptance TEXT NOT NULL CHECK (acceptance IN ('unverified', 'verified', 'rejected')),"
+	"  updated INTEGER NOT NULL"
+	");"
+	"CREATE TABLE view_pin ("
+	"  account TEXT NOT NULL,"
+	"  mailbox BLOB NOT NULL,"
+	"  uidvalidity INTEGER NOT NULL CHECK (uidvalidity BETWEEN 1 AND 4294967295),"
+	"  uid INTEGER NOT NULL CHECK (uid BETWEEN 1 AND 4294967295),"
+	"  signature TEXT NOT NULL,"
+	"  created INTEGER NOT NULL,"
+	"  PRIMARY KEY (account, mailbox, uidvalidity, uid)"
+	") WITHOUT ROWID;"
+	"INSERT INTO key_state VALUES ('" FPR_A "', 'manual', 'verified', unixepoch());"
+	"INSERT INTO view_pin VALUES ('work', X'494E424F58', 7, 42, 'good bob', unixepoch());"
+	"PRAGMA user_version = 3;";
+
+static void test_migration_from_version_3(void **state)
+{
+	char *dir = state_path(state, "v3");
+	char *path = g_build_filename(dir, "sealpost.db", NULL);
+	assert_int_equal(g_mkdir_with_parents(dir, 0700), 0);
+	char *sql = g_strconcat(schema_v1, schema_v3_tail, NULL);
+	make_raw_db(path, sql);
+	g_free(sql);
+	assert_int_equal(raw_user_version(path), 3);
+
+	keystore_db *db = open_ok(dir);
+	assert_int_equal(keystore_db_schema_version(db), SCHEMA_VERSION);
+	/* Everything of version 3 is kept. */
+	expect_lookup(db, "bob@example.test", KEYSTORE_POLICY_REQUIRE, "bob@example.test");
+	GPtrArray *rows = recent(db, 10);
+	assert_int_equal(rows->len, 1);
+	g_ptr_array_free(rows, TRUE);
+	const char *error = NULL;
+	keystore_key_state ks;
+	bool found = false;
+	assert_int_equal(keystore_key_state_get(db, FPR_A, &ks, &found, &error), 0);
+	assert_true(found);
+	assert_int_equal(ks.acceptance, KEYSTORE_ACCEPTANCE_VERIFIED);
+	char *sig = NULL;
+	assert_int_equal(keystore_view_pin_get(db, "work", "INBOX", 5, 7, 42, &sig, &error), 0);
+	assert_string_equal(sig, "good bob");
+	g_free(sig);
+
+	/* The Autocrypt peer table works and gives back what it got. */
+	keystore_autocrypt_peer peer = {
+		.account = "alice@example.test", .addr = "bob@example.test",
+		.last_seen = 2000, .autocrypt_timestamp = 1000,
+		.public_key = (unsigned char *)"\x99\x01\x02", .public_key_len = 3,
+		.prefer_mutual = true, .gossip_timestamp = 0,
+	};
+	g_strlcpy(peer.public_key_fpr, FPR_B, sizeof(peer.public_key_fpr));
+	assert_int_equal(keystore_autocrypt_peer_put(db, &peer, &error), 0);
+	keystore_autocrypt_peer got;
+	assert_int_equal(keystore_autocrypt_peer_get(db, "alice@example.test", "bob@example.test",
+						     &got, &found, &error), 0);
+	assert_true(found);
+	assert_int_equal(got.last_seen, 2000);
+	assert_int_equal(got.autocrypt_timestamp, 1000);
+	assert_int_equal(got.public_key_len, 3);
+	assert_memory_equal(got.public_key, "\x99\x01\x02", 3);
+	assert_string_equal(got.public_key_fpr, FPR_B);
+	assert_true(got.prefer_mutual);
+	assert_null(got.gossip_key);
+	assert_string_equal(got.gossip_key_fpr, "");
+	keystore_autocrypt_peer_clear(&got);
+	assert_int_equal(keystore_autocrypt_peer_get(db, "other@example.test", "bob@example.test",
+						     &got, &found, &error), 0);
+	assert_false(found);
+	unsigned peers = 0, with_key = 0;
+	assert_int_equal(keystore_autocrypt_peer_count(db, &peers, &with_key, &error), 0);
+	assert_int_equal(peers, 1);
+	assert_int_equal(with_key, 1);
+
+	/* Pending changes: added once per (address, key), by id and fpr. */
+	keystore_pending_key p = {
+		.account = "alice@example.test", .addr = "bob@example.test",
+		.keydata = (unsigned char *)"\x99\x01\x03", .keydata_len = 3,
+		.source = KEYSTORE_SOURCE_AUTOCRYPT,
+	};
+	g_strlcpy(p.old_fingerprint, FPR_A, sizeof(p.old_fingerprint));
+	g_strlcpy(p.new_fingerprint, FPR_B, sizeof(p.new_fingerprint));
+	int64_t id = 0, id2 = 0;
+	assert_int_equal(keystore_pending_add(db, &p, &id, &error), 0);
+	assert_true(id > 0);
+	assert_int_equal(keystore_pending_add(db, &p, &id2, &error), 0);
+	assert_int_equal(id2, id);
+	p.source = KEYSTORE_SOURCE_MANUAL;
+	assert_int_equal(keystore_pending_add(db, &p, NULL, &error), -1);
+	keystore_pending_key q;
+	assert_int_equal(keystore_pending_get(db, 0, FPR_B, &q, &found, &error), 0);
+	assert_true(found);
+	assert_int_equal(q.id, id);
+	assert_string_equal(q.addr, "bob@example.test");
+	assert_string_equal(q.old_fingerprint, FPR_A);
+	assert_int_equal(q.source, KEYSTORE_SOURCE_AUTOCRYPT);
+	assert_int_equal(q.keydata_len, 3);
+	keystore_pending_key_clear(&q);
+	bool existed = false;
+	assert_int_equal(keystore_pending_remove(db, id, &existed, &error), 0);
+	assert_true(existed);
+	assert_int_equal(keystore_pending_get(db, id, NULL, &q, &found, &error), 0);
+	assert_false(found);
+	keystore_db_close(&db);
+	assert_int_equal(raw_user_version(path), SCHEMA_VERSION);
+
+	/* The schema refuses what the code never writes. */
+	sqlite3 *raw = NULL;
+	assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+	static const char *const bad[] = {
+		"INSERT INTO autocrypt_peer (account, addr, prefer_encrypt, updated) "
+		"VALUES ('a', 'b@c', 'always', 0)",
+		"INSERT INTO autocrypt_peer (account, addr, updated) VALUES ('a', 'nobody', 0)",
+		"INSERT INTO pending_key (account, addr, old_fingerprint, new_fingerprint, keydata, "
+		"source, created) VALUES ('a', 'b@c', 'x', 'abc', X'00', 'autocrypt', 0)",
+		"INSERT INTO pending_key (account, addr, old_fingerprint, new_fingerprint, keydata, "
+		"source, created) VALUES ('a', 'b@c', 'x', '" FPR_A "', X'00', 'manual', 0)",
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+		if (sqlite3_exec(raw, bad[i], NULL, NULL, NULL) == SQLITE_OK)
+			fail_msg("accepted: %s", bad[i]);
+	sqlite3_close(raw);
+	g_free(path);
+	g_free(dir);
+}
+
 static void test_fingerprint_normalise(void **state)
 {
 	(void)state;
@@ -1130,6 +1262,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_decisions, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_migration_from_version_1, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_migration_from_version_3, setup_dir, teardown_dir),
 		cmocka_unit_test(test_fingerprint_normalise),
 		cmocka_unit_test_setup_teardown(test_key_state, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_data_version, setup_dir, teardown_dir),
