@@ -22,7 +22,8 @@ static const char *const config_global_keys[] = {
 	"state_dir", "gnupg_home", "api_listen", "tls_cert", "tls_key",
 	"log_file", "log_level", "allow_remote", "max_line_length",
 	"max_literal_size", "max_message_size", "max_sessions",
-	"idle_timeout", "command_timeout", "connect_timeout", NULL,
+	"idle_timeout", "command_timeout", "connect_timeout", "view_cache_size",
+	"decrypt_workers", NULL,
 };
 
 static const char *const config_account_keys[] = {
@@ -30,7 +31,7 @@ static const char *const config_account_keys[] = {
 	"smtps_listen", "pop3_listen", "pop3s_listen", "imap_upstream",
 	"smtp_upstream", "pop3_upstream", "upstream_ca_file",
 	"client_plaintext_auth", "policy", "sign", "clear_subject",
-	"prefer_encrypt", "policy_header", NULL,
+	"prefer_encrypt", "policy_header", "decrypt", NULL,
 };
 
 /* Line (1-based) of "key =" inside [group], or of the group header when key
@@ -436,6 +437,8 @@ static int config_load_global(const config_ctx *ctx, config *cfg)
 	cfg->limits.idle_timeout = 1800;
 	cfg->limits.command_timeout = 120;
 	cfg->limits.connect_timeout = 30;
+	cfg->view_cache_size = 64ULL * 1024 * 1024;
+	cfg->decrypt_workers = 0;
 	cfg->log_level = LOG_LEVEL_INFO;
 
 	if (!g_key_file_has_group(ctx->kf, g))
@@ -490,6 +493,13 @@ static int config_load_global(const config_ctx *ctx, config *cfg)
 	if (config_get_size(ctx, g, "connect_timeout", 1, 600, &v) < 0)
 		return -1;
 	cfg->limits.connect_timeout = (unsigned)v;
+	if (config_get_size(ctx, g, "view_cache_size", 0, 64ULL * 1024 * 1024 * 1024,
+			    &cfg->view_cache_size) < 0)
+		return -1;
+	v = cfg->decrypt_workers;
+	if (config_get_size(ctx, g, "decrypt_workers", 0, 256, &v) < 0)
+		return -1;
+	cfg->decrypt_workers = (unsigned)v;
 
 defaults:
 	if (cfg->state_dir == NULL) {
@@ -604,6 +614,9 @@ static int config_load_account(const config_ctx *ctx, const config *cfg,
 			return -1;
 	}
 	a->policy_header = true;
+	a->decrypt = true;
+	if (config_get_bool(ctx, group, "decrypt", &a->decrypt) < 0)
+		return -1;
 	if (config_get_bool(ctx, group, "sign", &a->sign) < 0 ||
 	    config_get_bool(ctx, group, "clear_subject", &a->clear_subject) < 0 ||
 	    config_get_bool(ctx, group, "policy_header", &a->policy_header) < 0)

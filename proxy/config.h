@@ -56,6 +56,8 @@ typedef struct {
 	bool clear_subject;		/* keep the Subject on the outer header */
 	bool prefer_encrypt_mutual;	/* Autocrypt prefer-encrypt=mutual */
 	bool policy_header;		/* honour X-Sealpost-Encrypt/-Sign */
+	/* Inbound: serve encrypted messages decrypted (the view). */
+	bool decrypt;
 } config_account;
 
 typedef struct {
@@ -68,6 +70,10 @@ typedef struct {
 	log_level log_level;
 	bool allow_remote;
 	config_limits limits;
+	/* Inbound views: bytes of decrypted views kept in memory (0: none),
+	 * and the threads that decrypt (0: one per CPU). */
+	uint64_t view_cache_size;
+	unsigned decrypt_workers;
 	config_account **accounts;
 	size_t n_accounts;
 } config;

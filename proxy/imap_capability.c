@@ -28,6 +28,9 @@ static const char *const imap_capability_denied[] = {
 	"SNIPPET=",
 	"PREVIEW",
 	"PREVIEW=",
+	/* NOTIFY can push FETCH data of content no client command asked
+	 * for, around sealpost's handling of FETCH. */
+	"NOTIFY",
 	/* Referrals send the client to another server, around sealpost. */
 	"LOGIN-REFERRALS",
 	"MAILBOX-REFERRALS",

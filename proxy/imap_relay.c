@@ -12,9 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "imap_capability.h"
+#include "imap_decrypt.h"
 #include "imap_parser.h"
 #include "log.h"
 
@@ -44,6 +46,19 @@ typedef struct {
 	char idle_tag[IMAP_TAG_MAX + 1];
 	bool logout_sent;
 	unsigned outstanding;	/* commands without tagged reply yet */
+	/* A FETCH of content that imap_decrypt answers once nothing else is
+	 * in flight; client input waits meanwhile. */
+	uint8_t *pending_fetch;
+	size_t pending_fetch_len;
+
+	/* The selected mailbox, and the one a SELECT/EXAMINE in flight
+	 * would select. */
+	imap_decrypt_mailbox mailbox;
+	imap_decrypt_mailbox selecting;
+	char select_tag[IMAP_TAG_MAX + 1];
+	/* The mailbox name of the SELECT being relayed comes as a literal:
+	 * 1 while its bytes arrive, 2 once complete (until the line ends). */
+	int select_literal;
 
 	/* provider -> client */
 	bool upstream_bye;
@@ -91,6 +106,14 @@ static bool imap_relay_tag_is(const char *tag, const imap_response *resp)
 {
 	return tag[0] != '\0' && strlen(tag) == resp->tag_len &&
 		memcmp(tag, resp->tag, resp->tag_len) == 0;
+}
+
+static uint32_t imap_relay_parse_u32(const uint8_t *s, size_t len)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i < len && s[i] >= '0' && s[i] <= '9' && n <= UINT32_MAX; i++)
+		n = n * 10 + (uint64_t)(s[i] - '0');
+	return n <= UINT32_MAX ? (uint32_t)n : 0;
 }
 
 /* A line of sealpost's own to the client, written at once when no provider
@@ -155,6 +178,15 @@ static int imap_relay_upstream_line(imap_relay *r, const imap_frame *fr)
 		case IMAP_RESP_TAGGED:
 			if (r->outstanding > 0)
 				r->outstanding--;
+			if (imap_relay_tag_is(r->select_tag, &resp)) {
+				if (resp.status == IMAP_STATUS_OK) {
+					r->mailbox = r->selecting;
+					r->mailbox.selected = true;
+					if (imap_response_code_is(&resp, "READ-ONLY"))
+						r->mailbox.read_only = true;
+				}
+				r->select_tag[0] = '\0';
+			}
 			if (r->c2s_wait_cont && imap_relay_tag_is(r->wait_tag, &resp)) {
 				/* Refused instead of "+": the client will not
 				 * send the literal, its command is over. */
@@ -176,6 +208,10 @@ static int imap_relay_upstream_line(imap_relay *r, const imap_frame *fr)
 		case IMAP_RESP_UNTAGGED:
 			if (resp.status == IMAP_STATUS_BYE)
 				r->upstream_bye = true;
+			if (r->select_tag[0] != '\0' && resp.status == IMAP_STATUS_OK &&
+			    imap_response_code_is(&resp, "UIDVALIDITY"))
+				r->selecting.uidvalidity = imap_relay_parse_u32(resp.code_args,
+										resp.code_args_len);
 			break;
 		}
 		bool caps = (resp.kind == IMAP_RESP_UNTAGGED &&
@@ -273,6 +309,42 @@ static void imap_relay_drop_rest(imap_relay *r, const imap_frame *fr)
 		r->c2s_discard = true;
 }
 
+/* SELECT {n}: the mailbox name is the literal that follows. */
+static bool imap_relay_literal_name(const imap_frame *fr, const imap_command *cmd)
+{
+	imap_tokenizer t;
+	imap_token tok;
+	const char *error;
+	if (cmd->args_pos > fr->len)
+		return false;
+	imap_tokenizer_init(&t, fr->data + cmd->args_pos, fr->len - cmd->args_pos, 1);
+	return imap_tokenizer_next(&t, &tok, &error) == 0 && tok.type == IMAP_TOKEN_LITERAL &&
+		tok.data == NULL && tok.literal_size <= sizeof(((imap_decrypt_mailbox *)0)->name);
+}
+
+/* The bytes of a SELECT's literal mailbox name as they pass. */
+static void imap_relay_select_literal(imap_relay *r, const imap_frame *fr)
+{
+	imap_decrypt_mailbox *mb = &r->selecting;
+	if (fr->type == IMAP_FRAME_LITERAL && r->select_literal == 1) {
+		if (fr->len > sizeof(mb->name) - mb->name_len) {
+			r->select_literal = 0;
+			return;
+		}
+		memcpy(mb->name + mb->name_len, fr->data, fr->len);
+		mb->name_len += fr->len;
+		if (fr->literal_end) {
+			r->select_literal = 2;
+			if (mb->name_len == 5 && strncasecmp((const char *)mb->name, "INBOX", 5) == 0)
+				memcpy(mb->name, "INBOX", 5);
+		}
+	} else if (fr->type == IMAP_FRAME_TEXT && fr->line_end) {
+		if (r->select_literal == 2)
+			snprintf(r->select_tag, sizeof(r->select_tag), "%s", r->cur_tag);
+		r->select_literal = 0;
+	}
+}
+
 /* The first fragment of a client command: forward it, or answer it here. */
 static int imap_relay_client_command(imap_relay *r, const imap_frame *fr,
 				     bool *forward_r)
@@ -296,6 +368,7 @@ static int imap_relay_client_command(imap_relay *r, const imap_frame *fr,
 		return imap_relay_local_reply(r, "* BAD Invalid command: %s.\r\n", error);
 	}
 	imap_relay_copy_tag(r->cur_tag, cmd.tag, cmd.tag_len);
+	r->select_literal = 0;
 	if (strcmp(cmd.name, "COMPRESS") == 0) {
 		imap_relay_drop_rest(r, fr);
 		log_info(r->env->id, "relaying", "refusing COMPRESS");
@@ -306,6 +379,50 @@ static int imap_relay_client_command(imap_relay *r, const imap_frame *fr,
 		imap_relay_drop_rest(r, fr);
 		return imap_relay_local_reply(r, "%s BAD STARTTLS is only possible before login.\r\n",
 					      r->cur_tag);
+	}
+	if (strcmp(cmd.name, "SELECT") == 0 || strcmp(cmd.name, "EXAMINE") == 0) {
+		/* Selecting deselects, whether or not the new one opens. */
+		r->mailbox.selected = false;
+		r->select_tag[0] = '\0';
+		memset(&r->selecting, 0, sizeof(r->selecting));
+		r->selecting.read_only = strcmp(cmd.name, "EXAMINE") == 0;
+		r->select_literal = 0;
+		if (fr->line_end &&
+		    imap_decrypt_mailbox_name(fr->data, fr->len, &cmd, &r->selecting) == 0)
+			snprintf(r->select_tag, sizeof(r->select_tag), "%s", r->cur_tag);
+		else if (!fr->line_end && imap_relay_literal_name(fr, &cmd))
+			r->select_literal = 1;
+		else
+			log_info(r->env->id, "relaying",
+				 "mailbox name not readable: its encrypted messages stay encrypted");
+	} else if (strcmp(cmd.name, "CLOSE") == 0 || strcmp(cmd.name, "UNSELECT") == 0) {
+		r->mailbox.selected = false;
+	} else if (strcmp(cmd.name, "FETCH") == 0 || strcmp(cmd.name, "UID FETCH") == 0) {
+		/* A SELECT still in flight counts: pipelining clients send
+		 * their FETCH before its answer. */
+		imap_decrypt_mailbox mb = r->mailbox;
+		mb.selected = mb.selected || r->select_tag[0] != '\0';
+		if (mb.selected && r->env->account->decrypt && !fr->line_end) {
+			imap_relay_drop_rest(r, fr);
+			return imap_relay_local_reply(r, "%s BAD Literals in FETCH are not supported.\r\n",
+						      r->cur_tag);
+		}
+		const char *derror;
+		switch (imap_decrypt_check_command(r->env, &mb, fr->data, fr->len, &cmd, &derror)) {
+		case IMAP_DECRYPT_PASS:
+			break;
+		case IMAP_DECRYPT_BAD:
+			return imap_relay_local_reply(r, "%s BAD %.100s.\r\n", r->cur_tag, derror);
+		case IMAP_DECRYPT_TAKE:
+			r->pending_fetch = malloc(fr->len);
+			if (r->pending_fetch == NULL) {
+				imap_relay_end(r, "out of memory");
+				return -1;
+			}
+			memcpy(r->pending_fetch, fr->data, fr->len);
+			r->pending_fetch_len = fr->len;
+			return 0;
+		}
 	}
 	if (strcmp(cmd.name, "IDLE") == 0) {
 		r->idle_pending = true;
@@ -348,7 +465,7 @@ static void imap_relay_client_error(imap_relay *r, const uint8_t *data, size_t l
 
 static int imap_relay_pump_client(imap_relay *r)
 {
-	while (!r->c2s_wait_cont &&
+	while (!r->c2s_wait_cont && r->pending_fetch == NULL &&
 	       r->local_len + IMAP_RELAY_LOCAL_REPLY_MAX <= sizeof(r->local)) {
 		size_t len;
 		const uint8_t *data = conn_input(r->client, &len);
@@ -375,6 +492,8 @@ static int imap_relay_pump_client(imap_relay *r)
 				r->c2s_discard = false;
 		} else {
 			forward = true;
+			if (r->select_literal != 0)
+				imap_relay_select_literal(r, &fr);
 		}
 		if (forward) {
 			if (conn_write(r->upstream, fr.data, fr.len) < 0) {
@@ -435,8 +554,43 @@ static ssize_t imap_relay_fill(imap_relay *r, conn *c, bool from_client)
 
 static bool imap_relay_client_paused(const imap_relay *r)
 {
-	return r->c2s_wait_cont ||
+	return r->c2s_wait_cont || r->pending_fetch != NULL ||
 		r->local_len + IMAP_RELAY_LOCAL_REPLY_MAX > sizeof(r->local);
+}
+
+/* The pending FETCH, answered by imap_decrypt while nothing else is in
+ * flight; then the relay goes on where it was. */
+static int imap_relay_run_fetch(imap_relay *r)
+{
+	if (imap_relay_flush_local(r) < 0)
+		return -1;
+	if (!r->mailbox.selected) {
+		/* The SELECT it was sent after failed: the provider answers. */
+		int wret = conn_write(r->upstream, r->pending_fetch, r->pending_fetch_len);
+		free(r->pending_fetch);
+		r->pending_fetch = NULL;
+		if (wret < 0) {
+			imap_relay_end(r, "writing to the provider: %s", conn_last_error(r->upstream));
+			return -1;
+		}
+		r->outstanding++;
+		r->last_upstream_activity = imap_relay_now_ms();
+		return 0;
+	}
+	char error[256];
+	int ret = imap_decrypt_fetch(r->env, &r->mailbox, r->client, r->upstream,
+				     r->pending_fetch, r->pending_fetch_len, error, sizeof(error));
+	free(r->pending_fetch);
+	r->pending_fetch = NULL;
+	/* imap_decrypt read whole responses: the provider's stream is at a
+	 * line start again, whatever this framer had scanned before. */
+	imap_framer_init(&r->s2c, r->s2c.max_line, r->s2c.max_literal);
+	r->last_upstream_activity = imap_relay_now_ms();
+	if (ret < 0) {
+		imap_relay_end(r, "serving a FETCH: %s", error);
+		return -1;
+	}
+	return 0;
 }
 
 void imap_relay_run(const session_env *env, conn *client, conn *upstream,
@@ -482,6 +636,12 @@ void imap_relay_run(const session_env *env, conn *client, conn *upstream,
 		bool was_paused = imap_relay_client_paused(r);
 		if (imap_relay_pump_upstream(r) < 0 || imap_relay_pump_client(r) < 0)
 			goto out;
+		if (r->pending_fetch != NULL && r->outstanding == 0 && !r->client_mid_line) {
+			if (imap_relay_run_fetch(r) < 0)
+				goto out;
+			read_up = read_client = true;
+			continue;
+		}
 		if (was_paused && !imap_relay_client_paused(r))
 			read_client = true;
 		/* Input left after pumping is a partial frame; it hides whether
@@ -557,5 +717,6 @@ void imap_relay_run(const session_env *env, conn *client, conn *upstream,
 	}
 out:
 	conn_flush(client);
+	free(r->pending_fetch);
 	free(r);
 }

@@ -46,6 +46,8 @@ struct server {
 	tls_client **tls_clis;		/* one per account */
 	keystore_db *db;		/* policy rules, decision log */
 	keystore_keys *keys;		/* key lookups, shared by all sessions */
+	imap_view_pool *view_pool;	/* decryption threads, shared */
+	imap_view_cache *view_cache;	/* decrypted views, shared */
 	listener *listeners;
 	size_t n_listeners;
 	int stop_pipe[2];
@@ -195,6 +197,10 @@ server *server_new(const config *cfg, const char **error_r)
 	if (srv->keys == NULL)
 		goto fail;
 	keystore_keys_use_db(srv->keys, srv->db);
+	srv->view_pool = imap_view_pool_new(cfg->decrypt_workers, error_r);
+	if (srv->view_pool == NULL)
+		goto fail;
+	srv->view_cache = imap_view_cache_new(cfg->view_cache_size);
 	for (size_t i = 0; i < cfg->n_accounts; i++) {
 		const config_account *a = cfg->accounts[i];
 		srv->tls_clis[i] = tls_client_new(a->upstream_ca_file, error_r);
@@ -229,6 +235,8 @@ void server_free(server **srvp)
 	}
 	free(srv->tls_clis);
 	tls_server_free(&srv->tls_srv);
+	imap_view_pool_free(&srv->view_pool);
+	imap_view_cache_free(&srv->view_cache);
 	keystore_keys_free(&srv->keys);
 	keystore_db_close(&srv->db);
 	if (srv->stop_pipe[0] >= 0)
@@ -349,6 +357,8 @@ static void server_accept(server *srv, listener *ls)
 		st->env.tls_cli = ls->tls_cli;
 		st->env.db = srv->db;
 		st->env.keys = srv->keys;
+		st->env.view_pool = srv->view_pool;
+		st->env.view_cache = srv->view_cache;
 		st->env.implicit_tls = ls->implicit_tls;
 		st->env.client_loopback = loopback;
 		snprintf(st->env.id, sizeof(st->env.id), "%s-%lu",

@@ -7,6 +7,8 @@
 
 #include "config.h"
 #include "conn.h"
+#include "imap_view_cache.h"
+#include "imap_view_pool.h"
 #include "keystore_db.h"
 #include "keystore_keys.h"
 #include "tls.h"
@@ -18,6 +20,8 @@ typedef struct {
 	tls_client *tls_cli;		/* upstream verification for this account */
 	keystore_db *db;		/* shared: policy rules, decision log */
 	keystore_keys *keys;		/* shared: key lookups */
+	imap_view_pool *view_pool;	/* shared: threads that decrypt views */
+	imap_view_cache *view_cache;	/* shared: decrypted views in memory */
 	bool implicit_tls;		/* listener is imaps/smtps/pop3s */
 	char id[24];			/* e.g. "imap-0001a" */
 	char client_desc[64];		/* "127.0.0.1:40022" */

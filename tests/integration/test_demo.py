@@ -75,8 +75,8 @@ class DemoTest(unittest.TestCase):
             smtp.login("alice@example.test", "alice-pw")
             smtp.sendmail("alice@example.test", ["bob@example.test"],
                           b"Subject: demo canary\r\n\r\nthrough the demo\r\n")
-        # The demo keyring has bob's key: the message arrives encrypted,
-        # its subject hidden.
+        # The demo keyring has bob's key: the message is stored encrypted,
+        # its subject hidden, and read through sealpost it is decrypted.
         deadline = time.monotonic() + 15
         while True:
             imap.noop()
@@ -87,11 +87,22 @@ class DemoTest(unittest.TestCase):
         self.assertTrue(data[0].split(), "the message never reached bob")
         typ, fetched = imap.fetch(data[0].split()[-1], "(BODY.PEEK[])")
         raw = fetched[0][1]
-        self.assertIn(b"multipart/encrypted", raw)
-        self.assertIn(b"Subject: ...", raw)
-        self.assertNotIn(b"demo canary", raw)
-        self.assertNotIn(b"through the demo", raw)
+        self.assertIn(b"X-Sealpost-Decryption: ok", raw)
+        self.assertIn(b"Subject: demo canary", raw)
+        self.assertIn(b"through the demo", raw)
         imap.logout()
+        # What the provider stores: ciphertext only.
+        stored = []
+        for root, _, files in os.walk(demo_dir):
+            for name in files:
+                if "/Maildir" in root and os.path.basename(root) in ("cur", "new"):
+                    with open(os.path.join(root, name), "rb") as f:
+                        stored.append(f.read())
+        encrypted = [d for d in stored if b"multipart/encrypted" in d]
+        self.assertTrue(encrypted, "no stored message found under %s" % demo_dir)
+        for d in stored:
+            self.assertNotIn(b"through the demo", d)
+            self.assertNotIn(b"demo canary", d)
 
         proc.send_signal(signal.SIGTERM)
         self.assertEqual(proc.wait(timeout=30), 0, text())
