@@ -487,24 +487,29 @@ static int keystore_db_prepare(keystore_db *db, const char **error_r)
 }
 
 /* Creates the file itself so that its mode is 0600 from the first byte;
- * SQLite gives its -wal and -shm files the same mode. The descriptor is
- * closed before SQLite opens the file: closing it later would drop SQLite's
- * POSIX locks on it. */
+ * SQLite gives its -wal and -shm files the same mode. An existing file is
+ * never opened here: closing any descriptor of a file drops every POSIX
+ * lock the process holds on it — those of another keystore_db open in this
+ * process too (the server's and the API's). SQLite would go on as if it
+ * held them, and another process closing the database last would take
+ * itself for the only user and delete the live WAL. */
 static int keystore_db_create_file(const char *path, const char **error_r)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
-	if (fd < 0) {
-		*error_r = keystore_db_errorf("%s: cannot open: %s", path, strerror(errno));
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0600);
+	if (fd >= 0) {
+		close(fd);	/* a new file: nobody holds a lock on it yet */
+		return 0;
+	}
+	if (errno != EEXIST) {
+		*error_r = keystore_db_errorf("%s: cannot create: %s", path, strerror(errno));
 		return -1;
 	}
-	struct stat st;
-	int ret = 0;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	GStatBuf st;
+	if (g_stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
 		*error_r = keystore_db_errorf("%s: not a regular file", path);
-		ret = -1;
+		return -1;
 	}
-	close(fd);
-	return ret;
+	return 0;
 }
 
 /* Policy rules say whom the user writes to: nobody else's business, even

@@ -1246,6 +1246,52 @@ static void test_view_pins(void **state)
 	g_free(dir);
 }
 
+/* Two handles in one process (the server's and the API's), and another
+ * process opening and closing the database meanwhile: opening the second
+ * handle must not drop the first one's locks, or the other process takes
+ * itself for the last user, deletes the live WAL, and the first handle's
+ * later commits are lost to everyone else. */
+static void test_two_handles_in_one_process(void **state)
+{
+	char *dir = state_path(state, "two");
+	const char *error = NULL;
+	keystore_db *a = open_ok(dir);
+	keystore_db *b = open_ok(dir);
+	assert_int_equal(keystore_policy_set(a, "one@example.test", KEYSTORE_POLICY_REQUIRE,
+					     &error), 0);
+	/* Another process (not a fork: a fork shares SQLite's view of
+	 * this process's locks) reads and closes. */
+	char *db_path = g_strconcat(dir, "/sealpost.db", NULL);
+	char *script = g_strdup_printf(
+		"import sqlite3, sys\n"
+		"c = sqlite3.connect(sys.argv[1])\n"
+		"r = c.execute(\"SELECT policy FROM policy WHERE target = 'one@example.test'\").fetchone()\n"
+		"c.close()\n"
+		"sys.exit(0 if r == ('require',) else 1)\n");
+	char *argv[] = { (char *)"python3", (char *)"-c", script, db_path, NULL };
+	int status = -1;
+	GError *gerr = NULL;
+	if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
+			  &status, &gerr))
+		fail_msg("python3: %s", gerr->message);
+	assert_true(g_spawn_check_wait_status(status, NULL));
+	g_free(script);
+	g_free(db_path);
+	char *wal = g_strconcat(dir, "/sealpost.db-wal", NULL);
+	assert_true(g_file_test(wal, G_FILE_TEST_EXISTS));
+	g_free(wal);
+	/* Written after the other process closed: seen by a fresh handle. */
+	assert_int_equal(keystore_policy_set(a, "two@example.test", KEYSTORE_POLICY_NEVER,
+					     &error), 0);
+	keystore_db *d = open_ok(dir);
+	expect_lookup(d, "two@example.test", KEYSTORE_POLICY_NEVER, "two@example.test");
+	expect_lookup(b, "two@example.test", KEYSTORE_POLICY_NEVER, "two@example.test");
+	keystore_db_close(&d);
+	keystore_db_close(&b);
+	keystore_db_close(&a);
+	g_free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1267,6 +1313,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_key_state, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_data_version, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_view_pins, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_two_handles_in_one_process, setup_dir,
+						teardown_dir),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
