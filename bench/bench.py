@@ -37,6 +37,12 @@ TARGET_BULK = 0.95
 TARGET_RTT_US = 30.0
 TARGET_SMTP = 0.9
 TARGET_OUTBOUND = 0.9
+TARGET_GATEWAY = 0.9
+
+GATEWAY_MESSAGES = 10000
+GATEWAY_SESSIONS = 20
+GATEWAY_SENDER = "alice@org.test"
+GATEWAY_RCPT = "bob@partner.example"
 
 
 def log(msg):
@@ -421,7 +427,11 @@ def main():
     ap.add_argument("--json", help="also write every sample to this file")
     ap.add_argument("--strict", action="store_true",
                     help="exit 1 when a target is missed")
-    ap.add_argument("--only", choices=("imap", "smtp", "outbound"))
+    ap.add_argument("--only", choices=("imap", "smtp", "outbound", "gateway"))
+    ap.add_argument("--gateway-messages", type=int, default=GATEWAY_MESSAGES, metavar="N",
+                    help=f"messages per gateway measurement (default {GATEWAY_MESSAGES})")
+    ap.add_argument("--gateway-rounds", type=int, default=3, metavar="N",
+                    help="measurements of each gateway path (default 3)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for the CPUs to be 85 %% idle")
     args = ap.parse_args()
@@ -473,6 +483,9 @@ def main():
             if args.only in (None, "outbound"):
                 bench_outbound(p, sink, account, settings, smtp_load,
                                os.path.abspath(args.gpgme_encrypt), args.rounds, report)
+        if args.only in (None, "gateway"):
+            bench_gateway(sink, os.path.abspath(args.gpgme_encrypt), args.gateway_rounds,
+                          args.gateway_messages, report)
     load_after = loadavg()
 
     print()
@@ -803,6 +816,197 @@ def bench_outbound(p, sink, account, settings, smtp_load, gpgme_encrypt, rounds,
         f"(bob only {raw_sizes[RAW_BOB]}); relayed by sealpost: encrypted copy "
         f"{statistics.median(enc_sizes):.0f} bytes, plain copy "
         f"{statistics.median(plain_sizes):.0f} bytes (both with the Autocrypt header)")
+
+
+# ---------------------------------------------------------------- gateway
+
+def capture_smtp_source_message(size, sender, rcpt):
+    """One message exactly as smtp-source sends it (through a recording
+    fake SMTP server), with a Received field like the one Postfix puts on
+    top before it hands the message to its content filter."""
+    import smtp_fake
+    with smtp_fake.FakeSMTP(starttls=False, greeting=b"220 capture ESMTP",
+                            extensions=(b"8BITMIME",)) as fake:
+        subprocess.run(["smtp-source", "-l", str(size), "-m", "1", "-s", "1",
+                        "-f", sender, "-t", rcpt, f"127.0.0.1:{fake.port}"],
+                       check=True, timeout=60, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not fake.messages:
+            if time.monotonic() > deadline:
+                raise RuntimeError("smtp-source sent nothing to the capture server")
+            time.sleep(0.01)
+        body = fake.messages[0]
+    received = ("Received: from localhost (localhost [127.0.0.1])\r\n"
+                "\tby mx.org.test (Postfix) with ESMTP id 4Q3Zx61Kq9z1Xb\r\n"
+                f"\tfor <{rcpt}>; Thu,  1 Jan 2026 00:00:00 +0000 (UTC)\r\n").encode()
+    return received + bytes(body)
+
+
+class PostfixSentCounter:
+    """Counts the deliveries Postfix logged as sent to one relay port."""
+
+    def __init__(self, mta):
+        self.mta = mta
+        self.offset = 0
+        self.counts = {}
+
+    def _scan(self):
+        try:
+            with open(self.mta.log_path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for m in re.finditer(rb"relay=127\.0\.0\.1\[127\.0\.0\.1\]:(\d+),.*status=(\w+)",
+                             data[:end]):
+            key = (int(m.group(1)), m.group(2).decode())
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def count(self, port, status="sent"):
+        self._scan()
+        return self.counts.get((port, status), 0)
+
+    def wait(self, port, n, timeout):
+        deadline = time.monotonic() + timeout
+        while self.count(port) < n:
+            bad = sum(v for (p, st), v in self.counts.items() if p == port and st != "sent")
+            if bad:
+                raise RuntimeError(f"Postfix did not deliver {bad} message(s) to port {port}; "
+                                   f"see {self.mta.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {self.count(port)} of {n} messages reached port "
+                                   f"{port} within {timeout} s")
+            time.sleep(0.05)
+
+
+def run_smtp_source_through(port, n, counter, target_port):
+    """msg/s from the first byte smtp-source sends until Postfix logged the
+    last of n messages as delivered to target_port."""
+    before = counter.count(target_port)
+    t0 = time.perf_counter()
+    subprocess.run(["smtp-source", "-l", str(MESSAGE_SIZE), "-m", str(n),
+                    "-s", str(GATEWAY_SESSIONS), "-f", GATEWAY_SENDER, "-t", GATEWAY_RCPT,
+                    f"127.0.0.1:{port}"], check=True, timeout=3600,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    counter.wait(target_port, before + n, timeout=3600)
+    return n / (time.perf_counter() - t0)
+
+
+def bench_gateway(sink, gpgme_encrypt, rounds, n, report):
+    import gateway_mta
+    scratch = tempfile.mkdtemp(prefix="spbench-gw-")
+    home = os.path.join(scratch, "gnupg")
+    mta = None
+    try:
+        from provider import make_demo_keys
+        log(f"gateway: generating an ECC key for {GATEWAY_RCPT}")
+        bob_home = os.path.join(scratch, "bob-gnupg")
+        fpr = make_demo_keys(bob_home, [GATEWAY_RCPT])[GATEWAY_RCPT]
+        pub = subprocess.run(["gpg", "--homedir", bob_home, "--batch", "--export", fpr],
+                             capture_output=True, check=True).stdout
+        os.makedirs(home, mode=0o700)
+        with open(os.path.join(home, "gpg.conf"), "w") as f:
+            f.write("no-random-seed-file\n")
+        subprocess.run(["gpg", "--homedir", home, "--batch", "--import"], input=pub,
+                       capture_output=True, check=True)
+        gpgconf_kill(bob_home)
+        body = capture_smtp_source_message(MESSAGE_SIZE, GATEWAY_SENDER, GATEWAY_RCPT)
+        body_path = os.path.join(scratch, "message.eml")
+        with open(body_path, "wb") as f:
+            f.write(body)
+
+        gw_port = free_port()
+        direct_port = free_port()
+        # The same transport as the documented one, only pointed at the
+        # sink: the path without sealpost.
+        master_extra = (f"127.0.0.1:{direct_port} inet n - n - - smtpd\n"
+                        f"  -o content_filter=sealpost:[127.0.0.1]:{sink.port}\n")
+        mta = gateway_mta.OrgMTA(gw_port, [GATEWAY_SENDER, GATEWAY_RCPT],
+                                 dir=tempfile.mkdtemp(prefix="spg-", dir="/tmp"),
+                                 master_extra=master_extra)
+        # The documented gateway ([gateway outbound]: partner.example is
+        # required, so a message it could not encrypt would be refused and
+        # the run fail), re-injecting straight into the sink.
+        glob = {"gnupg_home": home, "log_level": None, "log_file": None}
+        with gateway_mta.GatewaySealpost(gw_port, sink.port, global_=glob) as gw:
+            mta.start()
+            counter = PostfixSentCounter(mta)
+            RAW = f"raw GPGME, {GPGME_THREADS} threads"
+            VIA = "Postfix -> sealpost -> smtp-sink"
+            NONE = "Postfix -> smtp-sink (no sealpost)"
+            raw_size = {}
+
+            def raw():
+                argv = [gpgme_encrypt, "--homedir", home, "--count", str(n),
+                        "--threads", str(GPGME_THREADS), "--recipient", fpr, body_path]
+                out = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+                if out.returncode != 0:
+                    raise RuntimeError("gpgme_encrypt failed: " + out.stderr.strip())
+                fields = dict(kv.split("=") for kv in out.stdout.split())
+                raw_size["out"] = int(fields["out_bytes"])
+                return float(fields["ops_per_s"])
+
+            cases = [
+                Case(RAW, raw),
+                Case(VIA, lambda: run_smtp_source_through(mta.submit_port, n, counter, gw_port),
+                     "sealpost", gw.pid, proxy_children=True),
+                Case(NONE, lambda: run_smtp_source_through(direct_port, n, counter, sink.port),
+                     "postfix"),
+            ]
+            warm = min(n, 500)
+            log(f"gateway warm-up ({warm} messages each way)")
+            run_smtp_source_through(mta.submit_port, warm, counter, gw_port)
+            run_smtp_source_through(direct_port, warm, counter, sink.port)
+            log(f"gateway, {rounds} rounds of {n} messages")
+
+            def mta_pids():
+                pid = mta.master_pid()
+                return list(harness.process_tree([pid] if pid else [])) + [sink.proc.pid]
+            set_subreaper(True)
+            try:
+                reap_gpg()
+                res = interleaved(rounds, cases, mta_pids, gpg=True)
+            finally:
+                set_subreaper(False)
+                reap_gpg()
+            text = gw.log_text()
+            encrypted = text.count("decision=encrypted ")
+            other = len(re.findall(r"message done: .* decision=(?!encrypted )", text))
+            if encrypted != warm + rounds * n or other:
+                raise RuntimeError(f"sealpost encrypted {encrypted} messages and decided "
+                                   f"otherwise on {other}; expected {warm + rounds * n} "
+                                   f"encrypted (log in {gw.dir})")
+            sizes = [int(m) for m in re.findall(r"encrypted copy, (\d+) bytes", text)]
+    finally:
+        if mta is not None:
+            mta.close()
+        gpgconf_kill(home)
+        shutil.rmtree(scratch, ignore_errors=True)
+    report["samples"]["gateway_msgs_per_second"] = {k: c.values for k, c in res.items()}
+
+    def compare(base, c):
+        ratio = c.median() / base.median()
+        return f"{ratio:.2f}x ({paired(base, c, lambda b, v: v / b):.2f})", ratio
+    table(report,
+          f"Gateway: smtp-source {n} x {MESSAGE_SIZE // 1024} KiB on {GATEWAY_SESSIONS} "
+          "sessions -> Postfix (queue, content_filter, 20 connections) -> sealpost "
+          "(encrypts to the recipient's ECC key) -> smtp-sink; raw GPGME: the same "
+          f"message, {GPGME_THREADS} threads, memory to memory; msg/s until Postfix "
+          f"logged the last delivery, median of {rounds} interleaved rounds; CPU in us "
+          "per message (provider: Postfix and smtp-sink)",
+          res, RAW, "msg/s", lambda m: f"{m:.0f}", compare, 1e6 / n, "us",
+          (VIA, lambda r: r >= TARGET_GATEWAY, f">= {TARGET_GATEWAY}x", "gateway"),
+          versus="raw GPGME", gpg=True)
+    via, none = res[VIA], res[NONE]
+    report["rows"].append(
+        f"  through sealpost vs without it: {via.median() / none.median():.2f}x "
+        f"({paired(none, via, lambda b, v: v / b):.2f} paired); message {len(body)} "
+        f"bytes, armored by raw GPGME {raw_size.get('out', 0)} bytes, relayed by "
+        f"sealpost {statistics.median(sizes):.0f} bytes")
 
 
 if __name__ == "__main__":

@@ -380,7 +380,7 @@ static cli_keys_pp_from cli_keys_pp_source(const cli_keys_opts *o)
 
 /* ---- commands ------------------------------------------------------------------ */
 
-static void cli_keys_json_key(JsonBuilder *b, const keystore_keyring_key *k)
+void cli_keys_json_key(JsonBuilder *b, const keystore_keyring_key *k)
 {
 	json_builder_begin_object(b);
 	json_builder_set_member_name(b, "fingerprint");
@@ -828,7 +828,7 @@ static int cli_keys_unlock(keystore_keyring *kr, const cli_keys_opts *o, const c
 /* ---- pending key changes --------------------------------------------------------- */
 
 /* A pending change's number: digits only, > 0. */
-static bool cli_keys_pending_id(const char *text, int64_t *id_r)
+bool cli_keys_pending_id(const char *text, int64_t *id_r)
 {
 	if (text == NULL || text[0] == '\0' || strlen(text) > 18)
 		return false;
@@ -851,9 +851,49 @@ typedef struct {
 	GString *out;
 } cli_keys_pending_ctx;
 
+void cli_keys_json_pending(JsonBuilder *b, keystore_keyring *kr, const keystore_pending_key *p)
+{
+	keystore_keyring_key k;
+	const char *error;
+	bool readable = keystore_keyring_inspect(kr, p->keydata, p->keydata_len, &k, &error) == 0;
+	char *received = cli_keys_date(p->created);
+	char *addr = g_utf8_make_valid(p->addr, -1);
+	char *account = g_utf8_make_valid(p->account, -1);
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "id");
+	json_builder_add_int_value(b, p->id);
+	json_builder_set_member_name(b, "account");
+	json_builder_add_string_value(b, account);
+	json_builder_set_member_name(b, "address");
+	json_builder_add_string_value(b, addr);
+	json_builder_set_member_name(b, "source");
+	json_builder_add_string_value(b, keystore_key_source_name(p->source));
+	json_builder_set_member_name(b, "received");
+	json_builder_add_string_value(b, received);
+	json_builder_set_member_name(b, "old_fingerprint");
+	json_builder_add_string_value(b, p->old_fingerprint);
+	json_builder_set_member_name(b, "new_fingerprint");
+	json_builder_add_string_value(b, p->new_fingerprint);
+	json_builder_set_member_name(b, "new_key");
+	if (readable)
+		cli_keys_json_key(b, &k);
+	else
+		json_builder_add_null_value(b);
+	json_builder_end_object(b);
+	if (readable)
+		keystore_keyring_key_clear(&k);
+	g_free(account);
+	g_free(addr);
+	g_free(received);
+}
+
 static int cli_keys_pending_one(void *ctx_, const keystore_pending_key *p)
 {
 	cli_keys_pending_ctx *ctx = ctx_;
+	if (ctx->json) {
+		cli_keys_json_pending(ctx->b, ctx->kr, p);
+		return 0;
+	}
 	keystore_keyring_key k;
 	const char *error;
 	bool readable = keystore_keyring_inspect(ctx->kr, p->keydata, p->keydata_len, &k,
@@ -861,48 +901,22 @@ static int cli_keys_pending_one(void *ctx_, const keystore_pending_key *p)
 	char *received = cli_keys_date(p->created);
 	char *addr = g_utf8_make_valid(p->addr, -1);
 	char *account = g_utf8_make_valid(p->account, -1);
-	if (ctx->json) {
-		JsonBuilder *b = ctx->b;
-		json_builder_begin_object(b);
-		json_builder_set_member_name(b, "id");
-		json_builder_add_int_value(b, p->id);
-		json_builder_set_member_name(b, "account");
-		json_builder_add_string_value(b, account);
-		json_builder_set_member_name(b, "address");
-		json_builder_add_string_value(b, addr);
-		json_builder_set_member_name(b, "source");
-		json_builder_add_string_value(b, keystore_key_source_name(p->source));
-		json_builder_set_member_name(b, "received");
-		json_builder_add_string_value(b, received);
-		json_builder_set_member_name(b, "old_fingerprint");
-		json_builder_add_string_value(b, p->old_fingerprint);
-		json_builder_set_member_name(b, "new_fingerprint");
-		json_builder_add_string_value(b, p->new_fingerprint);
-		json_builder_set_member_name(b, "new_key");
-		if (readable)
-			cli_keys_json_key(b, &k);
-		else
-			json_builder_add_null_value(b);
-		json_builder_end_object(b);
-	} else {
-		g_string_append_printf(ctx->out, "%" G_GINT64_FORMAT "  %s  learned by %s on %s "
-				       "(account %s)\n    old %s (verified)\n    new %s",
-				       p->id, addr, keystore_key_source_name(p->source), received,
-				       account, p->old_fingerprint, p->new_fingerprint);
-		if (readable) {
-			char *created = cli_keys_date(k.created);
-			char *addrs = cli_keys_addresses(&k);
-			g_string_append_printf(ctx->out, " %s, created %s%s%s\n", addrs, created,
-					       k.unusable != NULL ? ", unusable: " : "",
-					       k.unusable != NULL ? k.unusable : "");
-			g_free(addrs);
-			g_free(created);
-		} else {
-			g_string_append_printf(ctx->out, " (unreadable: %s)\n", error);
-		}
-	}
-	if (readable)
+	g_string_append_printf(ctx->out, "%" G_GINT64_FORMAT "  %s  learned by %s on %s "
+			       "(account %s)\n    old %s (verified)\n    new %s",
+			       p->id, addr, keystore_key_source_name(p->source), received,
+			       account, p->old_fingerprint, p->new_fingerprint);
+	if (readable) {
+		char *created = cli_keys_date(k.created);
+		char *addrs = cli_keys_addresses(&k);
+		g_string_append_printf(ctx->out, " %s, created %s%s%s\n", addrs, created,
+				       k.unusable != NULL ? ", unusable: " : "",
+				       k.unusable != NULL ? k.unusable : "");
+		g_free(addrs);
+		g_free(created);
 		keystore_keyring_key_clear(&k);
+	} else {
+		g_string_append_printf(ctx->out, " (unreadable: %s)\n", error);
+	}
 	g_free(account);
 	g_free(addr);
 	g_free(received);

@@ -85,6 +85,38 @@ static int cli_policy_collect(void *ctx, const keystore_policy_rule *rule)
 	return 0;
 }
 
+static void cli_policy_json_add(JsonBuilder *b, const GArray *rules)
+{
+	json_builder_begin_array(b);
+	for (guint i = 0; i < rules->len; i++) {
+		const cli_policy_rule *r = &g_array_index(rules, cli_policy_rule, i);
+		char *when = cli_policy_time(r->updated);
+		char *target = g_utf8_make_valid(r->target, -1);
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "target");
+		json_builder_add_string_value(b, target);
+		json_builder_set_member_name(b, "policy");
+		json_builder_add_string_value(b, keystore_policy_name(r->policy));
+		json_builder_set_member_name(b, "updated");
+		json_builder_add_string_value(b, when);
+		json_builder_end_object(b);
+		g_free(target);
+		g_free(when);
+	}
+	json_builder_end_array(b);
+}
+
+int cli_policy_json_rules(keystore_db *db, JsonBuilder *b, const char **error_r)
+{
+	GArray *rules = g_array_new(FALSE, FALSE, sizeof(cli_policy_rule));
+	g_array_set_clear_func(rules, cli_policy_rule_clear);
+	int ret = keystore_policy_list(db, cli_policy_collect, rules, error_r);
+	if (ret == 0)
+		cli_policy_json_add(b, rules);
+	g_array_free(rules, TRUE);
+	return ret;
+}
+
 static int cli_policy_list(keystore_db *db, bool json)
 {
 	GArray *rules = g_array_new(FALSE, FALSE, sizeof(cli_policy_rule));
@@ -97,23 +129,7 @@ static int cli_policy_list(keystore_db *db, bool json)
 	}
 	if (json) {
 		JsonBuilder *b = json_builder_new();
-		json_builder_begin_array(b);
-		for (guint i = 0; i < rules->len; i++) {
-			const cli_policy_rule *r = &g_array_index(rules, cli_policy_rule, i);
-			char *when = cli_policy_time(r->updated);
-			char *target = g_utf8_make_valid(r->target, -1);
-			json_builder_begin_object(b);
-			json_builder_set_member_name(b, "target");
-			json_builder_add_string_value(b, target);
-			json_builder_set_member_name(b, "policy");
-			json_builder_add_string_value(b, keystore_policy_name(r->policy));
-			json_builder_set_member_name(b, "updated");
-			json_builder_add_string_value(b, when);
-			json_builder_end_object(b);
-			g_free(target);
-			g_free(when);
-		}
-		json_builder_end_array(b);
+		cli_policy_json_add(b, rules);
 		JsonNode *root = json_builder_get_root(b);
 		JsonGenerator *gen = json_generator_new();
 		json_generator_set_root(gen, root);

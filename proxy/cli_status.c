@@ -164,10 +164,9 @@ static void cli_status_json_count(JsonBuilder *b, const char *name, unsigned n)
 	json_builder_add_int_value(b, n);
 }
 
-static void cli_status_print_json(const cli_status *st)
+static void cli_status_json_add(JsonBuilder *b, const cli_status *st)
 {
 	const config *cfg = st->cfg;
-	JsonBuilder *b = json_builder_new();
 	json_builder_begin_object(b);
 	json_builder_set_member_name(b, "config");
 	if (cfg->path != NULL)
@@ -213,7 +212,7 @@ static void cli_status_print_json(const cli_status *st)
 	}
 	json_builder_end_array(b);
 	json_builder_set_member_name(b, "api");
-	if (cfg->api_listen.port != 0)
+	if (cfg->api_listen.port != 0 && !cfg->api_listen_default)
 		cli_status_json_listen(b, NULL, true, &cfg->api_listen);
 	else
 		json_builder_add_null_value(b);
@@ -258,6 +257,12 @@ static void cli_status_print_json(const cli_status *st)
 	}
 	json_builder_end_array(b);
 	json_builder_end_object(b);
+}
+
+static void cli_status_print_json(const cli_status *st)
+{
+	JsonBuilder *b = json_builder_new();
+	cli_status_json_add(b, st);
 	JsonNode *root = json_builder_get_root(b);
 	JsonGenerator *gen = json_generator_new();
 	json_generator_set_root(gen, root);
@@ -296,7 +301,7 @@ static void cli_status_print_text(const cli_status *st)
 			g_free(proto);
 		}
 	}
-	if (cfg->api_listen.port != 0)
+	if (cfg->api_listen.port != 0 && !cfg->api_listen_default)
 		printf("api: %s:%d %s\n", cfg->api_listen.host, cfg->api_listen.port,
 		       cli_status_listen_text(&cfg->api_listen));
 	printf("keys: %u of your own usable (of %u), %u of correspondents usable (of %u), "
@@ -344,6 +349,20 @@ static int cli_status_collect(cli_status *st, keystore_db *db, keystore_keyring 
 					 st->refusals, error_r) < 0)
 		return -1;
 	return 0;
+}
+
+int cli_status_json(const config *cfg, keystore_db *db, keystore_keyring *kr, JsonBuilder *b,
+		    const char **error_r)
+{
+	cli_status st = {
+		.cfg = cfg,
+		.refusals = g_ptr_array_new_with_free_func(cli_status_refusal_free),
+	};
+	int ret = cli_status_collect(&st, db, kr, error_r);
+	if (ret == 0)
+		cli_status_json_add(b, &st);
+	g_ptr_array_free(st.refusals, TRUE);
+	return ret;
 }
 
 int cli_status_main(int argc, char **argv)

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway.h"
+
 static _Thread_local char config_error[1024];
 
 typedef struct {
@@ -32,6 +34,12 @@ static const char *const config_account_keys[] = {
 	"smtp_upstream", "pop3_upstream", "upstream_ca_file",
 	"client_plaintext_auth", "policy", "sign", "clear_subject",
 	"prefer_encrypt", "policy_header", "decrypt", NULL,
+};
+
+static const char *const config_gateway_keys[] = {
+	"listen", "next_hop", "next_hop_tls", "next_hop_ca_file", "clients",
+	"default_policy", "require", "exempt", "split", "sign_key",
+	"override_headers", "clear_subject", NULL,
 };
 
 /* Line (1-based) of "key =" inside [group], or of the group header when key
@@ -390,6 +398,23 @@ static void config_account_free(config_account *a)
 	g_free(a);
 }
 
+static void config_gateway_free(config_gateway *gw)
+{
+	if (gw == NULL)
+		return;
+	g_free(gw->name);
+	g_free(gw->listen.host);
+	g_free(gw->clients);
+	g_strfreev(gw->require);
+	g_strfreev(gw->exempt);
+	g_free(gw->account.name);
+	g_free(gw->account.address);
+	g_free(gw->account.smtp_upstream.url);
+	g_free(gw->account.smtp_upstream.host);
+	g_free(gw->account.upstream_ca_file);
+	g_free(gw);
+}
+
 void config_free(config **cfgp)
 {
 	config *cfg = *cfgp;
@@ -398,6 +423,9 @@ void config_free(config **cfgp)
 	for (size_t i = 0; i < cfg->n_accounts; i++)
 		config_account_free(cfg->accounts[i]);
 	g_free(cfg->accounts);
+	for (size_t i = 0; i < cfg->n_gateways; i++)
+		config_gateway_free(cfg->gateways[i]);
+	g_free(cfg->gateways);
 	g_free(cfg->path);
 	g_free(cfg->state_dir);
 	g_free(cfg->gnupg_home);
@@ -517,6 +545,7 @@ defaults:
 	if (cfg->api_listen.host == NULL) {
 		cfg->api_listen.host = g_strdup("127.0.0.1");
 		cfg->api_listen.port = 7587;
+		cfg->api_listen_default = true;
 	}
 	return 0;
 }
@@ -671,6 +700,183 @@ static int config_check_duplicates(const config_ctx *ctx, const config *cfg)
 	return ret;
 }
 
+/* require = / exempt =: a list of rule targets, normalised. */
+static int config_get_rules(const config_ctx *ctx, const char *group, const char *key,
+			    char ***out)
+{
+	char *v = config_get(ctx, group, key);
+	GPtrArray *rules = g_ptr_array_new();
+	char **items = gateway_split_list(v != NULL ? v : "");
+	int ret = 0;
+	for (char **it = items; *it != NULL && ret == 0; it++) {
+		char *norm;
+		const char *error;
+		if (gateway_parse_rule(*it, &norm, &error) < 0) {
+			config_fail(ctx, group, key, "%s, got '%s'", error, *it);
+			ret = -1;
+		} else {
+			g_ptr_array_add(rules, norm);
+		}
+	}
+	g_strfreev(items);
+	g_free(v);
+	g_ptr_array_add(rules, NULL);
+	*out = (char **)g_ptr_array_free(rules, FALSE);
+	return ret;
+}
+
+static int config_load_gateway(const config_ctx *ctx, const config *cfg,
+			       const char *group, config_gateway *gw)
+{
+	config_account *a = &gw->account;
+	a->name = g_strdup(gw->name);
+	a->gateway = gw;
+	if (config_check_keys(ctx, group, config_gateway_keys) < 0)
+		return -1;
+	if (config_get_listen(ctx, group, "listen", cfg->allow_remote, &gw->listen) < 0)
+		return -1;
+	if (gw->listen.port == 0) {
+		config_fail(ctx, group, NULL, "missing key 'listen', where the MTA hands mail over");
+		return -1;
+	}
+
+	char *v = config_get(ctx, group, "next_hop");
+	if (v == NULL) {
+		config_fail(ctx, group, NULL, "missing key 'next_hop', where mail is re-injected");
+		return -1;
+	}
+	const char *error;
+	char *url = g_strdup_printf("smtp://%s", v);
+	int ret = strstr(v, "://") != NULL || strchr(v, ':') == NULL ? -1
+		: config_parse_upstream(url, "smtp", &a->smtp_upstream, &error);
+	if (ret < 0)
+		config_fail(ctx, group, "next_hop", "expected HOST:PORT, got '%s'", v);
+	else {
+		g_free(a->smtp_upstream.url);
+		a->smtp_upstream.url = g_strdup(v);
+	}
+	g_free(url);
+	g_free(v);
+	if (ret < 0)
+		return -1;
+	a->smtp_upstream.tls = UPSTREAM_TLS_NONE;
+	v = config_get(ctx, group, "next_hop_tls");
+	if (v != NULL) {
+		if (strcmp(v, "none") == 0)
+			a->smtp_upstream.tls = UPSTREAM_TLS_NONE;
+		else if (strcmp(v, "starttls") == 0)
+			a->smtp_upstream.tls = UPSTREAM_TLS_STARTTLS;
+		else if (strcmp(v, "tls") == 0)
+			a->smtp_upstream.tls = UPSTREAM_TLS_IMPLICIT;
+		else
+			ret = -1;
+		if (ret < 0)
+			config_fail(ctx, group, "next_hop_tls",
+				    "expected none, starttls or tls, got '%s'", v);
+		g_free(v);
+		if (ret < 0)
+			return -1;
+	}
+	if (a->smtp_upstream.tls == UPSTREAM_TLS_NONE &&
+	    !config_is_loopback(a->smtp_upstream.host)) {
+		config_fail(ctx, group, "next_hop",
+			    "%s is not a loopback address; set next_hop_tls = starttls or tls",
+			    a->smtp_upstream.host);
+		return -1;
+	}
+	a->upstream_ca_file = config_resolve_path(ctx, config_get(ctx, group, "next_hop_ca_file"));
+	if (a->upstream_ca_file != NULL && !g_file_test(a->upstream_ca_file, G_FILE_TEST_IS_REGULAR)) {
+		config_fail(ctx, group, "next_hop_ca_file", "no such file: %s", a->upstream_ca_file);
+		return -1;
+	}
+
+	v = config_get(ctx, group, "clients");
+	char **items = gateway_split_list(v != NULL ? v : "127.0.0.1 ::1");
+	g_free(v);
+	size_t n = g_strv_length(items);
+	gw->clients = g_new0(config_network, n > 0 ? n : 1);
+	for (size_t i = 0; i < n; i++) {
+		if (gateway_parse_network(items[i], &gw->clients[gw->n_clients], &error) < 0) {
+			config_fail(ctx, group, "clients", "%s, got '%s'", error, items[i]);
+			g_strfreev(items);
+			return -1;
+		}
+		gw->n_clients++;
+	}
+	g_strfreev(items);
+	if (gw->n_clients == 0) {
+		config_fail(ctx, group, "clients", "no client network: no MTA could hand mail over");
+		return -1;
+	}
+
+	a->policy = KEYSTORE_POLICY_OPPORTUNISTIC;
+	v = config_get(ctx, group, "default_policy");
+	if (v != NULL) {
+		ret = keystore_policy_parse(v, &a->policy);
+		if (ret < 0)
+			config_fail(ctx, group, "default_policy",
+				    "expected require, opportunistic or never, got '%s'", v);
+		g_free(v);
+		if (ret < 0)
+			return -1;
+	}
+	if (config_get_rules(ctx, group, "require", &gw->require) < 0 ||
+	    config_get_rules(ctx, group, "exempt", &gw->exempt) < 0)
+		return -1;
+	a->address = config_get(ctx, group, "sign_key");
+	if (a->address != NULL) {
+		const char *at = strchr(a->address, '@');
+		if (at == NULL || at == a->address || at[1] == '\0' ||
+		    strchr(at + 1, '@') != NULL || strpbrk(a->address, " \t<>\r\n") != NULL) {
+			config_fail(ctx, group, "sign_key",
+				    "expected the e-mail address of a secret key, got '%s'", a->address);
+			return -1;
+		}
+		a->sign = true;
+	}
+	a->policy_header = false;
+	if (config_get_bool(ctx, group, "override_headers", &a->policy_header) < 0 ||
+	    config_get_bool(ctx, group, "split", &gw->split) < 0 ||
+	    config_get_bool(ctx, group, "clear_subject", &a->clear_subject) < 0)
+		return -1;
+	return 0;
+}
+
+/* A gateway's listener must be distinct from every other listener. */
+static int config_check_gateway_duplicates(const config_ctx *ctx, const config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_gateways; i++) {
+		const config_gateway *gw = cfg->gateways[i];
+		char *group = g_strdup_printf("gateway %s", gw->name);
+		const char *clash = NULL;
+		for (size_t j = 0; j < i && clash == NULL; j++) {
+			const config_listen *l = &cfg->gateways[j]->listen;
+			if (l->port == gw->listen.port && strcmp(l->host, gw->listen.host) == 0)
+				clash = "another gateway";
+		}
+		for (size_t j = 0; j < cfg->n_accounts && clash == NULL; j++) {
+			const config_account *a = cfg->accounts[j];
+			const config_listen *ls[] = {
+				&a->imap_listen, &a->imaps_listen, &a->smtp_listen,
+				&a->smtps_listen, &a->pop3_listen, &a->pop3s_listen,
+			};
+			for (size_t k = 0; k < G_N_ELEMENTS(ls); k++) {
+				if (ls[k]->port == gw->listen.port && ls[k]->host != NULL &&
+				    strcmp(ls[k]->host, gw->listen.host) == 0)
+					clash = "an account";
+			}
+		}
+		if (clash != NULL) {
+			config_fail(ctx, group, "listen", "%s:%d is already used by %s",
+				    gw->listen.host, gw->listen.port, clash);
+			g_free(group);
+			return -1;
+		}
+		g_free(group);
+	}
+	return 0;
+}
+
 /* GKeyFile knows only '#' comments on their own line; accept ';' too, and
  * comments after a value when preceded by whitespace. Line numbers stay. */
 static char *config_preprocess(const char *data, size_t len)
@@ -752,7 +958,8 @@ config *config_load_data(const char *data, size_t len, const char *path,
 	char **groups = g_key_file_get_groups(ctx.kf, &ngroups);
 	for (gsize i = 0; i < ngroups; i++) {
 		if (strcmp(groups[i], "sealpost") == 0 ||
-		    (g_str_has_prefix(groups[i], "account ") && groups[i][8] != '\0'))
+		    (g_str_has_prefix(groups[i], "account ") && groups[i][8] != '\0') ||
+		    (g_str_has_prefix(groups[i], "gateway ") && groups[i][8] != '\0'))
 			continue;
 		config_fail(&ctx, groups[i], NULL,
 			    "unknown section (expected [sealpost] or [account NAME])");
@@ -775,12 +982,25 @@ config *config_load_data(const char *data, size_t len, const char *path,
 			goto fail;
 		}
 	}
+	cfg->gateways = g_new0(config_gateway *, ngroups + 1);
+	for (gsize i = 0; i < ngroups; i++) {
+		if (!g_str_has_prefix(groups[i], "gateway "))
+			continue;
+		config_gateway *gw = g_new0(config_gateway, 1);
+		gw->name = g_strstrip(g_strdup(groups[i] + 8));
+		cfg->gateways[cfg->n_gateways++] = gw;
+		if (config_load_gateway(&ctx, cfg, groups[i], gw) < 0) {
+			g_strfreev(groups);
+			goto fail;
+		}
+	}
 	g_strfreev(groups);
-	if (cfg->n_accounts == 0) {
+	if (cfg->n_accounts == 0 && cfg->n_gateways == 0) {
 		config_fail(&ctx, NULL, NULL, "no [account NAME] section: nothing to serve");
 		goto fail;
 	}
-	if (config_check_duplicates(&ctx, cfg) < 0)
+	if (config_check_duplicates(&ctx, cfg) < 0 ||
+	    config_check_gateway_duplicates(&ctx, cfg) < 0)
 		goto fail;
 	g_key_file_free(ctx.kf);
 	g_free(text);

@@ -18,6 +18,7 @@ typedef struct {
 typedef enum {
 	UPSTREAM_TLS_IMPLICIT,	/* imaps://, smtps://, pop3s:// */
 	UPSTREAM_TLS_STARTTLS,	/* imap://, smtp://, pop3:// — STARTTLS required */
+	UPSTREAM_TLS_NONE,	/* a gateway's next hop on loopback only */
 } config_upstream_tls;
 
 typedef struct {
@@ -36,6 +37,8 @@ typedef struct {
 	unsigned command_timeout;	/* seconds for one upstream reply */
 	unsigned connect_timeout;	/* seconds to connect + TLS upstream */
 } config_limits;
+
+typedef struct config_gateway config_gateway;
 
 typedef struct {
 	char *name;		/* from [account NAME] */
@@ -58,13 +61,41 @@ typedef struct {
 	bool policy_header;		/* honour X-Sealpost-Encrypt/-Sign */
 	/* Inbound: serve encrypted messages decrypted (the view). */
 	bool decrypt;
+	/* Set when this is the SMTP engine's view of a [gateway NAME]. */
+	const config_gateway *gateway;
 } config_account;
+
+/* A client network a gateway accepts mail from. */
+typedef struct {
+	int family;		/* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	unsigned prefix;	/* bits that must match */
+} config_network;
+
+/* [gateway NAME]: mail handed over by the organisation's MTA, encrypted by
+ * the organisation's rules, re-injected into the next hop (docs/gateway.md). */
+struct config_gateway {
+	char *name;
+	config_listen listen;
+	config_network *clients;
+	size_t n_clients;
+	char **require;			/* rule targets, NULL-terminated (gateway.h) */
+	char **exempt;
+	bool split;			/* refuse recipients without keys one by one */
+	/* The settings the shared SMTP engine reads: name, address (the
+	 * signing key's, or NULL), policy (the default), sign, clear_subject,
+	 * policy_header (X-Sealpost-* honoured), smtp_upstream (the next hop:
+	 * tls NONE, STARTTLS or IMPLICIT), upstream_ca_file; gateway points
+	 * back here. */
+	config_account account;
+};
 
 typedef struct {
 	char *path;		/* NULL for the demo's generated config */
 	char *state_dir;
 	char *gnupg_home;
 	config_listen api_listen;
+	bool api_listen_default;	/* not configured: no API is served */
 	char *tls_cert, *tls_key;	/* client-facing certificate */
 	char *log_file;		/* NULL = stderr only */
 	log_level log_level;
@@ -76,6 +107,8 @@ typedef struct {
 	unsigned decrypt_workers;
 	config_account **accounts;
 	size_t n_accounts;
+	config_gateway **gateways;
+	size_t n_gateways;
 } config;
 
 /* Parses and validates path. On error returns NULL and *error_r is one

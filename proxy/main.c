@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli_keys.h"
+#include "cli_pair.h"
 #include "cli_policy.h"
 #include "cli_status.h"
 #include "config.h"
@@ -45,6 +46,7 @@ static const char main_usage[] =
 	"  policy set|unset|list     manage per-address and per-domain encryption rules\n"
 	"  keys list|generate|...    manage OpenPGP keys: import, export, verify, unlock, ...\n"
 	"  status [--json]           accounts, listeners, usable keys, pending key changes\n"
+	"  pair [--json]             print the local API's URL and token (for the add-on)\n"
 	"  version [--cert]          print versions (and the certificate fingerprint)\n"
 	"  help                      this text\n"
 	"\n"
@@ -352,6 +354,8 @@ int main(int argc, char **argv)
 		return cli_keys_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "status") == 0)
 		return cli_status_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "pair") == 0)
+		return cli_pair_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc - 1, argv + 1);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||

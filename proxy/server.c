@@ -20,6 +20,7 @@
 
 #include <openssl/crypto.h>
 
+#include "api.h"
 #include "log.h"
 #include "session.h"
 
@@ -44,8 +45,10 @@ struct server {
 	const config *cfg;
 	tls_server *tls_srv;
 	tls_client **tls_clis;		/* one per account */
+	tls_client **gateway_tls_clis;	/* one per gateway (its next hop) */
 	keystore_db *db;		/* policy rules, decision log */
 	keystore_keys *keys;		/* key lookups, shared by all sessions */
+	api *api;			/* the local control API; NULL when not served */
 	imap_view_pool *view_pool;	/* decryption threads, shared */
 	imap_view_cache *view_cache;	/* decrypted views, shared */
 	listener *listeners;
@@ -146,7 +149,8 @@ static int server_add_listener(server *srv, const config_account *a,
 	int fd = server_bind(l, &error);
 	if (fd < 0) {
 		snprintf(server_error, sizeof(server_error),
-			 "[account %s] %s: cannot listen on %s:%d: %s", a->name,
+			 "[%s %s] %s: cannot listen on %s:%d: %s",
+			 a->gateway != NULL ? "gateway" : "account", a->name,
 			 key, l->host, l->port, error);
 		*error_r = server_error;
 		return -1;
@@ -158,8 +162,8 @@ static int server_add_listener(server *srv, const config_account *a,
 	ls->account = a;
 	ls->tls_cli = cli;
 	snprintf(ls->desc, sizeof(ls->desc), "%s %s:%d", key, l->host, l->port);
-	log_info(NULL, "listening", "[account %s] %s on %s:%d", a->name,
-		 key, l->host, l->port);
+	log_info(NULL, "listening", "[%s %s] %s on %s:%d",
+		 a->gateway != NULL ? "gateway" : "account", a->name, key, l->host, l->port);
 	return 0;
 }
 
@@ -174,9 +178,10 @@ server *server_new(const config *cfg, const char **error_r)
 	srv->stop_pipe[0] = srv->stop_pipe[1] = -1;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->ended, NULL);
-	srv->listeners = calloc(cfg->n_accounts * 6, sizeof(listener));
-	srv->tls_clis = calloc(cfg->n_accounts, sizeof(tls_client *));
-	if (srv->listeners == NULL || srv->tls_clis == NULL ||
+	srv->listeners = calloc(cfg->n_accounts * 6 + cfg->n_gateways + 1, sizeof(listener));
+	srv->tls_clis = calloc(cfg->n_accounts + 1, sizeof(tls_client *));
+	srv->gateway_tls_clis = calloc(cfg->n_gateways + 1, sizeof(tls_client *));
+	if (srv->listeners == NULL || srv->tls_clis == NULL || srv->gateway_tls_clis == NULL ||
 	    pipe2(srv->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		*error_r = "out of memory";
 		goto fail;
@@ -213,6 +218,21 @@ server *server_new(const config *cfg, const char **error_r)
 		    server_add_listener(srv, a, cli, &a->smtps_listen, LISTENER_SMTP, true, "smtps_listen", error_r) < 0)
 			goto fail;
 	}
+	/* A gateway is the same SMTP engine behind its own listener. */
+	for (size_t i = 0; i < cfg->n_gateways; i++) {
+		const config_gateway *gw = cfg->gateways[i];
+		srv->gateway_tls_clis[i] = tls_client_new(gw->account.upstream_ca_file, error_r);
+		if (srv->gateway_tls_clis[i] == NULL ||
+		    server_add_listener(srv, &gw->account, srv->gateway_tls_clis[i], &gw->listen,
+					LISTENER_SMTP, false, "listen", error_r) < 0)
+			goto fail;
+	}
+	/* The API is served when api_listen is set (docs/api.md). */
+	if (!cfg->api_listen_default) {
+		srv->api = api_new(cfg, error_r);
+		if (srv->api == NULL)
+			goto fail;
+	}
 	return srv;
 fail:
 	server_free(&srv);
@@ -224,6 +244,7 @@ void server_free(server **srvp)
 	server *srv = *srvp;
 	if (srv == NULL)
 		return;
+	api_free(&srv->api);
 	for (size_t i = 0; i < srv->n_listeners; i++) {
 		if (srv->listeners[i].fd >= 0)
 			close(srv->listeners[i].fd);
@@ -234,6 +255,11 @@ void server_free(server **srvp)
 			tls_client_free(&srv->tls_clis[i]);
 	}
 	free(srv->tls_clis);
+	if (srv->gateway_tls_clis != NULL) {
+		for (size_t i = 0; i < srv->cfg->n_gateways; i++)
+			tls_client_free(&srv->gateway_tls_clis[i]);
+	}
+	free(srv->gateway_tls_clis);
 	tls_server_free(&srv->tls_srv);
 	imap_view_pool_free(&srv->view_pool);
 	imap_view_cache_free(&srv->view_cache);
@@ -362,7 +388,8 @@ static void server_accept(server *srv, listener *ls)
 		st->env.implicit_tls = ls->implicit_tls;
 		st->env.client_loopback = loopback;
 		snprintf(st->env.id, sizeof(st->env.id), "%s-%lu",
-			 ls->protocol == LISTENER_IMAP ? "imap" : "smtp",
+			 ls->protocol == LISTENER_IMAP ? "imap" :
+			 ls->account->gateway != NULL ? "gw" : "smtp",
 			 atomic_fetch_add(&srv->next_id, 1) + 1);
 		snprintf(st->env.client_desc, sizeof(st->env.client_desc),
 			 ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "gateway.h"
 #include "keystore_autocrypt.h"
 #include "log.h"
 #include "outbound.h"
@@ -38,6 +39,7 @@ struct smtp_outbound {
 	 * "discourage" for recipients encrypted to opportunistically. */
 	char note[256];
 	char reply[1024];
+	metrics_reason why;		/* of the last failure reply */
 };
 
 static void smtp_copy_free(gpointer p)
@@ -75,6 +77,7 @@ void smtp_outbound_reset(smtp_outbound *o)
 	o->recipients = NULL;
 	o->note[0] = '\0';
 	o->body_offset = 0;
+	o->why = METRICS_REASON_OTHER;
 }
 
 void smtp_outbound_free(smtp_outbound **op)
@@ -126,16 +129,28 @@ static int smtp_outbound_rule_policy(smtp_outbound *o, const char *address,
 				     keystore_policy *p_r, const char **error_r)
 {
 	keystore_policy p = KEYSTORE_POLICY_NONE;
+	/* A gateway has the organisation's rules from its config only. */
+	if (o->env->account->gateway != NULL) {
+		*p_r = gateway_policy(o->env->account->gateway, address, NULL);
+		return 0;
+	}
 	if (address != NULL &&
-	    keystore_policy_lookup(o->env->db, address, &p, NULL, 0, error_r) < 0)
+	    keystore_policy_lookup(o->env->db, address, &p, NULL, 0, error_r) < 0) {
+		o->why = METRICS_REASON_POLICY_STORE;
 		return -1;
+	}
 	*p_r = p != KEYSTORE_POLICY_NONE ? p : o->env->account->policy;
 	return 0;
 }
 
 const char *smtp_outbound_check_rcpt(smtp_outbound *o, const char *address)
 {
-	if (o->env->account->policy_header || address == NULL)
+	const config_gateway *gw = o->env->account->gateway;
+	/* A gateway refuses single recipients only when told to split: else
+	 * a message is refused whole at its end (no partial delivery). */
+	if (gw != NULL ? !gw->split : o->env->account->policy_header)
+		return NULL;
+	if (address == NULL)
 		return NULL;
 	keystore_policy p;
 	const char *error;
@@ -156,10 +171,12 @@ const char *smtp_outbound_check_rcpt(smtp_outbound *o, const char *address)
 	}
 	if (r == KEYSTORE_KEY_TEMPFAIL) {
 		log_warn(o->env->id, "looking up keys", "<%s>: %s", address, why);
+		o->why = METRICS_REASON_KEY_LOOKUP;
 		return smtp_outbound_format(o, "451 4.7.1 <%s>: key lookup failed temporarily, "
 					    "try again later", address);
 	}
 	log_info(o->env->id, "checking recipient", "<%s>: encryption required, %s", address, why);
+	o->why = METRICS_REASON_NO_KEY;
 	return smtp_outbound_format(o, "550 5.7.1 <%s>: encryption is required and there is "
 				    "no usable OpenPGP key", address);
 }
@@ -170,6 +187,7 @@ static int smtp_outbound_read_header(smtp_outbound *o, smtp_spool *in)
 	const char *error;
 	if (smtp_spool_rewind(in, &error) < 0) {
 		log_error(o->env->id, "reading spooled message", "%s", error);
+		o->why = METRICS_REASON_SPOOL;
 		smtp_outbound_format(o, "451 4.3.0 Cannot read the stored message, try again later");
 		return -1;
 	}
@@ -182,6 +200,7 @@ static int smtp_outbound_read_header(smtp_outbound *o, smtp_spool *in)
 		ssize_t n = smtp_spool_read(in, chunk, SMTP_OUTBOUND_READ_CHUNK, &error);
 		if (n < 0) {
 			log_error(o->env->id, "reading spooled message", "%s", error);
+			o->why = METRICS_REASON_SPOOL;
 			smtp_outbound_format(o, "451 4.3.0 Cannot read the stored message, try again later");
 			goto out;
 		}
@@ -189,6 +208,7 @@ static int smtp_outbound_read_header(smtp_outbound *o, smtp_spool *in)
 		g_byte_array_append(buf, chunk, (guint)n);
 		found = crypto_header_block_end(buf->data, buf->len, at_end, &block_len, &blank) == 1;
 		if (!found && buf->len > CRYPTO_MAX_HEADER_BLOCK) {
+			o->why = METRICS_REASON_MESSAGE;
 			smtp_outbound_format(o, "552 5.6.0 The header section is larger than %d bytes",
 					     CRYPTO_MAX_HEADER_BLOCK);
 			goto out;
@@ -244,7 +264,8 @@ static void smtp_outbound_name(GString *list, unsigned *named, unsigned *more,
  * so that an unreadable message can be explained. */
 static void smtp_outbound_autocrypt_note(smtp_outbound *o, GPtrArray *addrs)
 {
-	if (addrs->len == 0)
+	/* Autocrypt peer state belongs to an account, never to a gateway. */
+	if (addrs->len == 0 || o->env->account->gateway != NULL)
 		return;
 	keystore_autocrypt_recommendation rec;
 	char why[200];
@@ -272,6 +293,19 @@ static int smtp_outbound_own_key(smtp_outbound *o)
 	const char *account = o->env->account->address;
 	char why[200];
 	keystore_key_result r = KEYSTORE_KEY_NONE;
+	if (o->env->account->gateway != NULL) {
+		/* A gateway is not the sender: it signs with the organisation's
+		 * key when it has one, adds no Autocrypt header (that must be
+		 * the From address's own), and encrypts to no key of its own. */
+		if (account != NULL)
+			r = keystore_keys_find(o->env->keys, account, true, &o->own_key,
+					       why, sizeof(why));
+		if (r == KEYSTORE_KEY_TEMPFAIL)
+			goto tempfail;
+		if (r == KEYSTORE_KEY_NONE && account != NULL)
+			log_warn(o->env->id, "looking up the signing key", "<%s>: %s", account, why);
+		return 0;
+	}
 	if (from != NULL)
 		r = keystore_keys_find(o->env->keys, from, true, &o->own_key, why, sizeof(why));
 	if (r == KEYSTORE_KEY_TEMPFAIL)
@@ -298,8 +332,66 @@ static int smtp_outbound_own_key(smtp_outbound *o)
 	return 0;
 tempfail:
 	log_warn(o->env->id, "looking up the own key", "%s", why);
+	o->why = METRICS_REASON_KEY_LOOKUP;
 	smtp_outbound_format(o, "451 4.7.1 Key lookup failed temporarily, try again later");
 	return -1;
+}
+
+/* A gateway's group of recipients (those the header names, or one Bcc
+ * recipient): each is judged on its own — encrypted where there is a key
+ * and the rules allow it, as written where the rules allow that, named in
+ * missing where a rule requires encryption and there is no key. Those with
+ * keys share one encrypted copy. -1 on a temporary failure (reply set). */
+static int smtp_outbound_gateway_group(smtp_outbound *o, GArray *g, char *const *rcpts,
+				       keystore_policy header_policy, bool sign,
+				       GString *missing, unsigned *named, unsigned *more,
+				       smtp_copy **plain, GPtrArray *encrypted)
+{
+	const session_env *env = o->env;
+	smtp_copy *enc = NULL;
+	for (guint k = 0; k < g->len; k++) {
+		size_t i = g_array_index(g, size_t, k);
+		const char *addr = rcpts[i];
+		keystore_policy p = header_policy;
+		const char *error = NULL;
+		if (p == KEYSTORE_POLICY_NONE)
+			(void)smtp_outbound_rule_policy(o, addr, &p, &error);
+		gpgme_key_t key = NULL;
+		keystore_key_result r = KEYSTORE_KEY_NONE;
+		char why[200] = "not an address";
+		if (p != KEYSTORE_POLICY_NEVER && addr != NULL)
+			r = keystore_keys_find(env->keys, addr, false, &key, why, sizeof(why));
+		if (r == KEYSTORE_KEY_TEMPFAIL) {
+			log_warn(env->id, "looking up keys", "<%s>: %s", addr, why);
+			o->why = METRICS_REASON_KEY_LOOKUP;
+			smtp_outbound_format(o, "451 4.7.1 Key lookup for <%s> failed "
+					     "temporarily, try again later", addr);
+			if (enc != NULL)
+				smtp_copy_free(enc);
+			return -1;
+		}
+		if (r == KEYSTORE_KEY_FOUND) {
+			if (enc == NULL) {
+				enc = smtp_copy_new(SMTP_COPY_ENCRYPTED, sign);
+				enc->keys = g_ptr_array_new_with_free_func(smtp_key_unref);
+			}
+			g_array_append_val(enc->rcpts, i);
+			g_ptr_array_add(enc->keys, key);
+			continue;
+		}
+		if (p != KEYSTORE_POLICY_NEVER)
+			log_info(env->id, "looking up keys", "<%s>: %s", addr != NULL ? addr : "?", why);
+		if (p == KEYSTORE_POLICY_REQUIRE) {
+			smtp_outbound_name(missing, named, more, addr != NULL ? addr : "?");
+			continue;
+		}
+		if (*plain == NULL)
+			*plain = smtp_copy_new(SMTP_COPY_PLAIN, sign);
+		g_array_append_val((*plain)->rcpts, i);
+	}
+	if (enc != NULL)
+		g_ptr_array_add(encrypted, enc);
+	return 0;
 }
 
 int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
@@ -318,10 +410,16 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 		return -1;
 	}
 
-	keystore_policy header_policy;
-	int header_sign;
+	keystore_policy header_policy = KEYSTORE_POLICY_NONE;
+	int header_sign = -1;
 	const char *error;
-	if (crypto_outbound_header_requests(o->header, &header_policy, &header_sign, &error) < 0) {
+	/* A gateway that does not honour X-Sealpost-* does not judge them
+	 * either (they are dropped all the same): mail from outside is not
+	 * refused for a header its sender had no business setting. */
+	bool read_requests = acct->gateway == NULL || acct->policy_header;
+	if (read_requests &&
+	    crypto_outbound_header_requests(o->header, &header_policy, &header_sign, &error) < 0) {
+		o->why = METRICS_REASON_MESSAGE;
 		smtp_outbound_format(o, "554 5.6.0 %s", error);
 		smtp_outbound_log(o, "refused", error);
 		return -1;
@@ -336,9 +434,19 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 		smtp_outbound_log(o, "tempfail", "own key lookup failed");
 		return -1;
 	}
+	if (sign && o->own_key == NULL && acct->gateway != NULL && acct->sign) {
+		/* The organisation's key is configured but not usable: fixed
+		 * by its administrator, so the MTA keeps the mail meanwhile. */
+		o->why = METRICS_REASON_SIGNING_KEY;
+		smtp_outbound_format(o, "451 4.7.0 The gateway's signing key <%s> is not usable, "
+				     "try again later", acct->address);
+		smtp_outbound_log(o, "tempfail", "the signing key is not usable");
+		return -1;
+	}
 	if (sign && o->own_key == NULL) {
+		o->why = METRICS_REASON_SIGNING_KEY;
 		smtp_outbound_format(o, "554 5.7.1 Signing is on but there is no usable secret key "
-				     "for <%s>", acct->address);
+				     "for <%s>", acct->address != NULL ? acct->address : "?");
 		smtp_outbound_log(o, "refused", "signing is on and there is no own key");
 		return -1;
 	}
@@ -380,6 +488,11 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 	for (guint gi = 0; gi < groups->len && ret == 0; gi++) {
 		GArray *g = g_ptr_array_index(groups, gi);
 		bool any_require = false, any_never = false;
+		if (acct->gateway != NULL) {
+			ret = smtp_outbound_gateway_group(o, g, rcpts, header_policy, sign, missing,
+							  &named, &more, &plain, encrypted);
+			continue;
+		}
 		for (guint k = 0; k < g->len; k++) {
 			const char *addr = rcpts[g_array_index(g, size_t, k)];
 			keystore_policy p = header_policy;
@@ -410,6 +523,7 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 					: keystore_keys_find(env->keys, addr, false, &key, why, sizeof(why));
 				if (r == KEYSTORE_KEY_TEMPFAIL) {
 					log_warn(env->id, "looking up keys", "<%s>: %s", addr, why);
+					o->why = METRICS_REASON_KEY_LOOKUP;
 					smtp_outbound_format(o, "451 4.7.1 Key lookup for <%s> failed "
 							     "temporarily, try again later", addr);
 					ret = -1;
@@ -434,7 +548,7 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 		if (all_keys) {
 			smtp_copy *c = smtp_copy_new(SMTP_COPY_ENCRYPTED, sign);
 			g_array_append_vals(c->rcpts, g->data, g->len);
-			if (o->own_key != NULL) {
+			if (o->own_key != NULL && acct->gateway == NULL) {
 				gpgme_key_ref(o->own_key);
 				g_ptr_array_add(keys, o->own_key);
 			}
@@ -453,6 +567,7 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 	if (ret == 0 && missing->len > 0) {
 		if (more > 0)
 			g_string_append_printf(missing, " and %u more", more);
+		o->why = METRICS_REASON_NO_KEY;
 		smtp_outbound_format(o, "550 5.7.1 Encryption required but no usable OpenPGP key for %s",
 				     missing->str);
 		ret = -1;
@@ -559,6 +674,7 @@ int smtp_outbound_render(smtp_outbound *o, size_t i, smtp_spool *in, smtp_spool 
 	crypto_sink sink = { smtp_out_write, &sink_ctx };
 	if (smtp_body_rewind(&src_ctx) < 0) {
 		log_error(o->env->id, "reading spooled message", "%s", src_ctx.error);
+		o->why = METRICS_REASON_SPOOL;
 		smtp_outbound_format(o, "451 4.3.0 Cannot read the stored message, try again later");
 		return -1;
 	}
@@ -574,6 +690,7 @@ int smtp_outbound_render(smtp_outbound *o, size_t i, smtp_spool *in, smtp_spool 
 		o->worker = crypto_worker_new(&error);
 		if (o->worker == NULL) {
 			log_error(o->env->id, "starting OpenPGP", "%s", error);
+			o->why = METRICS_REASON_OPENPGP;
 			smtp_outbound_format(o, "451 4.7.0 OpenPGP is not available, try again later");
 			return -1;
 		}
@@ -597,11 +714,14 @@ int smtp_outbound_render(smtp_outbound *o, size_t i, smtp_spool *in, smtp_spool 
 			: src_ctx.error != NULL ? src_ctx.error : error;
 		log_error(o->env->id, "preparing message", "%s copy: %s",
 			  smtp_outbound_copy_describe(o, i), detail);
+		o->why = sink_ctx.error != NULL || src_ctx.error != NULL ? METRICS_REASON_SPOOL
+			: c->sign || c->kind == SMTP_COPY_ENCRYPTED ? METRICS_REASON_OPENPGP
+			: METRICS_REASON_MESSAGE;
 		if (failure == CRYPTO_FAIL_PERMANENT)
 			smtp_outbound_format(o, "554 5.7.0 %s", error);
 		else
 			smtp_outbound_format(o, "451 4.7.0 %s; try again later", error);
-		smtp_outbound_log(o, "tempfail", error);
+		/* The session logs the outcome (one decision per message). */
 		return -1;
 	}
 	return 0;
@@ -619,4 +739,14 @@ void smtp_outbound_log(smtp_outbound *o, const char *decision, const char *reaso
 	const char *error;
 	if (keystore_db_log_decision(o->env->db, &d, &error) < 0)
 		log_warn(o->env->id, "logging the decision", "%s", error);
+}
+
+metrics_reason smtp_outbound_failure_reason(const smtp_outbound *o)
+{
+	return o->why;
+}
+
+const char *smtp_outbound_message_id(const smtp_outbound *o)
+{
+	return o->header != NULL ? crypto_outbound_header_message_id(o->header) : NULL;
 }

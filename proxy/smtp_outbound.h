@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "metrics.h"
 #include "session.h"
 #include "smtp_spool.h"
 
@@ -53,6 +54,12 @@ int smtp_outbound_render(smtp_outbound *o, size_t i, smtp_spool *in, smtp_spool 
 
 /* Records the outcome in the decision log (never content). */
 void smtp_outbound_log(smtp_outbound *o, const char *decision, const char *reason);
+
+/* Why the last refusal or deferral reply was given (for metrics). */
+metrics_reason smtp_outbound_failure_reason(const smtp_outbound *o);
+/* The current message's Message-ID without brackets, NULL when none (or no
+ * message has been looked at). */
+const char *smtp_outbound_message_id(const smtp_outbound *o);
 
 /* Forgets the current message. */
 void smtp_outbound_reset(smtp_outbound *o);

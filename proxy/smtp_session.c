@@ -11,7 +11,9 @@
 
 #include <glib.h>
 
+#include "gateway.h"
 #include "log.h"
+#include "metrics.h"
 #include "session.h"
 #include "smtp_outbound.h"
 #include "smtp_parser.h"
@@ -26,6 +28,8 @@
 #define SMTP_MAX_RCPTS 1000
 /* Messages up to this size stay in memory, bigger ones go to a file. */
 #define SMTP_SPOOL_MEMORY (1024 * 1024)
+/* A gateway holds many sessions at once: less of each message in memory. */
+#define SMTP_GATEWAY_SPOOL_MEMORY (256 * 1024)
 #define SMTP_BODY_CHUNK (16 * 1024)
 /* Command lines: RFC 5321's 512 bytes is too little for real clients (AUTH
  * lines carry OAuth tokens of several KiB; RFC 4954 allows 12288 bytes), so
@@ -91,6 +95,12 @@ typedef struct {
 	smtp_tx tx;
 	unsigned errors;
 	unsigned messages;
+	/* A gateway's session (env->account->gateway): no AUTH, the client
+	 * is an MTA from an allowed network, the upstream is the next hop. */
+	const config_gateway *gateway;
+	metrics_mode mode;
+	char helo_name[256];	/* what the next hop hears, again on reconnect */
+	int64_t data_end_ms;	/* when the current message's final dot came */
 	char reply[640];	/* a reply put together by a check_ function */
 	char end_reason[384];
 } smtp_session;
@@ -206,7 +216,9 @@ static void smtp_session_refuse(smtp_session *s, const char *reply)
 		smtp_session_end(s, "%s", reply + 4);
 		return;
 	}
-	if (reply[0] == '5' && ++s->errors >= SMTP_MAX_ERRORS) {
+	/* A gateway's client is the organisation's MTA: its recipients
+	 * refused by policy are no misbehaviour. */
+	if (reply[0] == '5' && s->gateway == NULL && ++s->errors >= SMTP_MAX_ERRORS) {
 		smtp_session_reply(s, "421 4.7.0 %s Too many errors, closing connection",
 				   SMTP_HOSTNAME);
 		smtp_session_end(s, "too many errors from the client");
@@ -215,6 +227,8 @@ static void smtp_session_refuse(smtp_session *s, const char *reply)
 
 static bool smtp_session_client_may_auth(const smtp_session *s)
 {
+	if (s->gateway != NULL)
+		return false;	/* trusted by its network, never by a password */
 	return conn_is_tls(s->client) ||
 		(s->env->account->client_plaintext_auth && s->env->client_loopback);
 }
@@ -233,6 +247,11 @@ static const char *smtp_session_upstream_refusal(smtp_session *s)
 		return NULL;
 	if (smtp_upstream_established(s->up))
 		return smtp_session_format(s, "421 4.4.2 %s", detail);
+	if (s->gateway != NULL)
+		/* The MTA keeps the mail queued and tries again. */
+		return smtp_session_format(s, "451 4.4.1 The next hop %s is not available: %s; "
+					   "try again later", s->env->account->smtp_upstream.url,
+					   detail);
 	switch (f) {
 	case SMTP_UPSTREAM_FAIL_NO_STARTTLS:
 	case SMTP_UPSTREAM_FAIL_STARTTLS_REFUSED:
@@ -473,10 +492,11 @@ static void proceed_helo(smtp_session *s, const smtp_command *cmd,
 {
 	(void)args;
 	bool ehlo = strcmp(cmd->verb, "EHLO") == 0;
+	snprintf(s->helo_name, sizeof(s->helo_name), "%s", smtp_helo_name(cmd->args));
 	if (s->up == NULL) {
 		/* The provider is reached at the first EHLO, so that AUTH can
 		 * be offered with the provider's mechanisms. */
-		s->up = smtp_upstream_open(s->env, smtp_helo_name(cmd->args));
+		s->up = smtp_upstream_open(s->env, s->helo_name);
 		if (s->up == NULL) {
 			smtp_session_reply(s, "421 4.3.0 %s Out of memory", SMTP_HOSTNAME);
 			smtp_session_end(s, "out of memory");
@@ -688,17 +708,33 @@ static void smtp_session_auth_abort(smtp_session *s)
 
 /* ---- MAIL / RCPT ----------------------------------------------------------- */
 
+/* A gateway's next hop that went away (restarted, idle timeout) is
+ * reached again at the next transaction: each MAIL may start afresh. */
+static void smtp_session_gateway_reconnect(smtp_session *s)
+{
+	if (s->gateway == NULL || s->state != SMTP_STATE_HELO ||
+	    (s->up != NULL && smtp_upstream_usable(s->up)))
+		return;
+	smtp_upstream_free(&s->up);
+	s->up = smtp_upstream_open(s->env, s->helo_name[0] != '\0' ? s->helo_name : "localhost");
+	if (s->up != NULL && smtp_upstream_usable(s->up))
+		log_info(s->env->id, "connected to next hop", "ready");
+}
+
 static const char *check_mail(smtp_session *s, const smtp_command *cmd,
 			      smtp_path_args *args)
 {
 	const char *error;
 	if (s->state == SMTP_STATE_CONNECTED)
 		return smtp_session_format(s, "503 5.5.1 Send EHLO first");
+	smtp_session_gateway_reconnect(s);
+	if (s->up == NULL && s->gateway != NULL)
+		return smtp_session_format(s, "451 4.3.0 Out of memory, try again later");
 	/* A provider we cannot use is the clearer answer, also before AUTH. */
 	const char *refusal = smtp_session_upstream_refusal(s);
 	if (refusal != NULL)
 		return refusal;
-	if (!s->authenticated)
+	if (!s->authenticated && s->gateway == NULL)
 		return smtp_session_format(s, "530 5.7.0 Authentication required");
 	if (s->state != SMTP_STATE_HELO)
 		return smtp_session_format(s, "503 5.5.1 Nested MAIL command");
@@ -922,6 +958,41 @@ static bool smtp_session_upstream_rset(smtp_session *s)
 		smtp_upstream_usable(s->up);
 }
 
+/* The one place a message's outcome is told: one log line with its
+ * Message-ID, the decision and the reason (never content, never the
+ * Subject), and the metrics. reply: what the client is answered. */
+static void smtp_session_outcome(smtp_session *s, const char *decision, const char *reply,
+				 metrics_reason why)
+{
+	const char *mid = smtp_outbound_message_id(s->outbound);
+	char safe_mid[200];
+	snprintf(safe_mid, sizeof(safe_mid), "%s", mid != NULL ? mid : "");
+	for (char *p = safe_mid; *p != '\0'; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ' ')
+			*p = '?';
+	}
+	char safe_reply[300];
+	snprintf(safe_reply, sizeof(safe_reply), "%s", reply);
+	for (char *p = safe_reply; *p != '\0'; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+	}
+	bool ok = reply[0] == '2';
+	double seconds = (double)(smtp_now_ms() - s->data_end_ms) / 1000.0;
+	log_info(s->env->id, "message done", "message-id=<%s> decision=%s reason=%s%s%s",
+		 safe_mid, decision, ok ? "" : metrics_reason_name(why),
+		 ok ? "" : ": ", safe_reply);
+	metrics_message_latency(s->mode, seconds);
+	if (ok)
+		return;
+	if (reply[0] == '4')
+		metrics_message_tempfailed(s->mode, why);
+	else
+		metrics_message_refused(s->mode, why);
+	if (why == METRICS_REASON_OPENPGP)
+		metrics_gpg_failure(s->mode);
+}
+
 /* Renders and sends each copy the policy decided on; answers the client
  * with the provider's last reply, or with the first failure. */
 static void smtp_session_relay_copies(smtp_session *s)
@@ -931,6 +1002,8 @@ static void smtp_session_relay_copies(smtp_session *s)
 	size_t delivered = 0;
 	GString *decision = g_string_new(NULL);
 	char failure[1024] = "";
+	metrics_reason why = METRICS_REASON_NEXT_HOP_REPLY;
+	bool any_encrypted = false, any_signed = false, any_passed = false;
 	const smtp_reply *r = NULL;
 	for (size_t i = 0; i < n_copies; i++) {
 		size_t n;
@@ -939,6 +1012,7 @@ static void smtp_session_relay_copies(smtp_session *s)
 		const char *reply;
 		if (smtp_outbound_render(s->outbound, i, s->spool, s->out_spool, &reply) < 0) {
 			snprintf(failure, sizeof(failure), "%s", reply);
+			why = smtp_outbound_failure_reason(s->outbound);
 			break;
 		}
 		uint64_t out_size = smtp_spool_size(s->out_spool);
@@ -954,6 +1028,7 @@ static void smtp_session_relay_copies(smtp_session *s)
 			if (ret < 0) {
 				snprintf(failure, sizeof(failure), "451 4.4.2 %s; the message was not sent",
 					 smtp_upstream_failure_detail(s->up));
+				why = METRICS_REASON_NEXT_HOP;
 				break;
 			}
 			if (ret > 0) {
@@ -973,6 +1048,7 @@ static void smtp_session_relay_copies(smtp_session *s)
 			const char *detail = smtp_upstream_failure_detail(s->up);
 			log_warn(id, "relaying message", "not delivered: %s", detail);
 			snprintf(failure, sizeof(failure), "451 4.4.2 %s; the message was not sent", detail);
+			why = METRICS_REASON_NEXT_HOP;
 			break;
 		}
 		if (r->code / 100 != 2) {
@@ -986,6 +1062,10 @@ static void smtp_session_relay_copies(smtp_session *s)
 		log_info(id, "relaying message", "the provider accepted it: %d %s",
 			 r->code, r->lines[0]);
 		delivered++;
+		smtp_copy_kind kind = smtp_outbound_copy_kind(s->outbound, i);
+		any_encrypted |= kind == SMTP_COPY_ENCRYPTED;
+		any_passed |= kind != SMTP_COPY_ENCRYPTED;
+		any_signed |= strstr(what, "signed") != NULL;
 		if (strstr(decision->str, what) == NULL)
 			g_string_append_printf(decision, "%s%s", decision->len > 0 ? "," : "", what);
 	}
@@ -996,14 +1076,21 @@ static void smtp_session_relay_copies(smtp_session *s)
 	if (ok) {
 		s->messages++;
 		smtp_outbound_log(s->outbound, decision->str, NULL);
+		char text[600];
+		snprintf(text, sizeof(text), "%d %s", r->code, r->lines[0]);
+		metrics_message_relayed(s->mode, any_encrypted, any_signed, any_passed);
+		smtp_session_outcome(s, decision->str, text, METRICS_REASON_OTHER);
 		smtp_session_relay_reply(s, r);
 	} else if (failure[0] != '\0') {
 		smtp_outbound_log(s->outbound, failure[0] == '4' ? "tempfail" : "refused", failure + 4);
+		smtp_session_outcome(s, failure[0] == '4' ? "tempfail" : "refused", failure, why);
 		smtp_session_reply(s, "%s", failure);
 	} else {
 		char text[600];
 		snprintf(text, sizeof(text), "%d %s", r->code, r->lines[0]);
 		smtp_outbound_log(s->outbound, r->code / 100 == 4 ? "tempfail" : "refused", text);
+		smtp_session_outcome(s, r->code / 100 == 4 ? "tempfail" : "refused", text,
+				     METRICS_REASON_NEXT_HOP_REPLY);
 		smtp_session_relay_reply(s, r);
 	}
 	g_string_free(decision, TRUE);
@@ -1016,6 +1103,8 @@ static void smtp_session_relay_copies(smtp_session *s)
 static void smtp_session_end_of_data(smtp_session *s)
 {
 	const char *id = s->env->id;
+	s->data_end_ms = smtp_now_ms();
+	metrics_message_in(s->mode);
 	uint64_t size = smtp_data_reader_size(s->reader);
 	uint64_t bare_lf = smtp_data_reader_bare_lf(s->reader);
 	uint64_t bare_cr = smtp_data_reader_bare_cr(s->reader);
@@ -1026,6 +1115,8 @@ static void smtp_session_end_of_data(smtp_session *s)
 		log_warn(id, "reading message", "%llu bytes, over the limit of %llu; not relayed",
 			 (unsigned long long)size,
 			 (unsigned long long)s->env->cfg->limits.max_message);
+		smtp_session_outcome(s, "refused", "552 5.3.4 Message too big",
+				     METRICS_REASON_MESSAGE);
 		if (smtp_session_tx_abort(s) == 0)
 			smtp_session_reply(s, "552 5.3.4 Message too big (limit %llu bytes)",
 					   (unsigned long long)s->env->cfg->limits.max_message);
@@ -1034,6 +1125,8 @@ static void smtp_session_end_of_data(smtp_session *s)
 	}
 	if (s->spool_failed) {
 		log_error(id, "spooling message", "%s", s->spool_error);
+		smtp_session_outcome(s, "tempfail", "451 4.3.0 Cannot store the message",
+				     METRICS_REASON_SPOOL);
 		if (smtp_session_tx_abort(s) == 0)
 			smtp_session_reply(s, "451 4.3.0 Cannot store the message, try again later");
 		smtp_spool_clear(s->spool);
@@ -1050,6 +1143,8 @@ static void smtp_session_end_of_data(smtp_session *s)
 		/* Nothing goes to the provider: its transaction is reset. */
 		char copy[1024];
 		snprintf(copy, sizeof(copy), "%s", reply);
+		smtp_session_outcome(s, copy[0] == '4' ? "tempfail" : "refused", copy,
+				     smtp_outbound_failure_reason(s->outbound));
 		if (smtp_session_tx_abort(s) == 0)
 			smtp_session_reply(s, "%s", copy);
 		smtp_spool_clear(s->spool);
@@ -1226,6 +1321,14 @@ static int smtp_session_wait_client(smtp_session *s, bool watch_upstream)
 			return -1;
 		}
 		if ((mask & CONN_WAIT_B) != 0 && !smtp_upstream_poll_idle(s->up)) {
+			if (s->gateway != NULL && s->state == SMTP_STATE_HELO) {
+				/* No transaction depends on it: the next MAIL
+				 * reconnects. */
+				log_info(s->env->id, "waiting for client", "the next hop went away: %s",
+					 smtp_upstream_failure_detail(s->up));
+				smtp_upstream_free(&s->up);
+				continue;
+			}
 			smtp_session_upstream_lost(s);
 			conn_flush(s->client);
 			return -1;
@@ -1319,6 +1422,9 @@ static smtp_session *smtp_session_new(const session_env *env, int client_fd)
 		return NULL;
 	s->env = env;
 	s->state = SMTP_STATE_NEW;
+	s->gateway = env->account->gateway;
+	s->mode = s->gateway != NULL ? METRICS_MODE_GATEWAY : METRICS_MODE_SUBMISSION;
+	size_t spool_memory = s->gateway != NULL ? SMTP_GATEWAY_SPOOL_MEMORY : SMTP_SPOOL_MEMORY;
 	size_t max_line = env->cfg->limits.max_line;
 	if (max_line < SMTP_COMMAND_LINE_MIN)
 		max_line = SMTP_COMMAND_LINE_MIN;
@@ -1329,8 +1435,8 @@ static smtp_session *smtp_session_new(const session_env *env, int client_fd)
 	s->client = conn_new(client_fd, desc);
 	s->parser = smtp_command_parser_new(max_line);
 	s->reader = smtp_data_reader_new(env->cfg->limits.max_message);
-	s->spool = smtp_spool_new(env->cfg->state_dir, SMTP_SPOOL_MEMORY);
-	s->out_spool = smtp_spool_new(env->cfg->state_dir, SMTP_SPOOL_MEMORY);
+	s->spool = smtp_spool_new(env->cfg->state_dir, spool_memory);
+	s->out_spool = smtp_spool_new(env->cfg->state_dir, spool_memory);
 	s->outbound = smtp_outbound_new(env);
 	s->body_out = malloc(SMTP_BODY_CHUNK * SMTP_DATA_MAX_EXPANSION);
 	if (s->client == NULL || s->parser == NULL || s->reader == NULL ||
@@ -1374,6 +1480,26 @@ static void smtp_session_free(smtp_session **sp)
 	*sp = NULL;
 }
 
+/* A gateway takes mail only from the MTAs of its client networks. */
+static bool smtp_session_gateway_admits(smtp_session *s)
+{
+	char host[64];
+	const char *desc = s->env->client_desc;
+	if (desc[0] == '[') {
+		size_t len = strcspn(desc + 1, "]");
+		snprintf(host, sizeof(host), "%.*s", (int)len, desc + 1);
+	} else {
+		snprintf(host, sizeof(host), "%.*s", (int)strcspn(desc, ":"), desc);
+	}
+	if (gateway_client_allowed(s->gateway, host))
+		return true;
+	log_warn(s->env->id, "accepting", "%s is not in the clients of gateway %s",
+		 host, s->gateway->name);
+	smtp_session_reply(s, "554 5.7.1 %s is not allowed to hand mail to this gateway", host);
+	smtp_session_end(s, "client not allowed");
+	return false;
+}
+
 void smtp_session_run(const session_env *env, int client_fd)
 {
 	smtp_session *s = smtp_session_new(env, client_fd);
@@ -1381,8 +1507,12 @@ void smtp_session_run(const session_env *env, int client_fd)
 		log_error(env->id, "starting session", "out of memory");
 		return;
 	}
-	if (!env->implicit_tls || smtp_session_start_tls(s) == 0) {
-		smtp_session_reply(s, "220 %s ESMTP sealpost ready", SMTP_HOSTNAME);
+	metrics_connection_opened(s->mode);
+	if (s->gateway != NULL && !smtp_session_gateway_admits(s)) {
+		/* Answered and ending. */
+	} else if (!env->implicit_tls || smtp_session_start_tls(s) == 0) {
+		smtp_session_reply(s, "220 %s ESMTP sealpost%s ready", SMTP_HOSTNAME,
+				   s->gateway != NULL ? " gateway" : "");
 		smtp_session_enter(s, SMTP_STATE_CONNECTED);
 	}
 	while (s->state != SMTP_STATE_QUIT) {
@@ -1396,5 +1526,7 @@ void smtp_session_run(const session_env *env, int client_fd)
 		smtp_session_dispatch(s, cmd);
 	}
 	conn_flush(s->client);
+	metrics_mode mode = s->mode;
 	smtp_session_free(&s);
+	metrics_connection_closed(mode);
 }

@@ -218,7 +218,8 @@ const char *smtp_upstream_extension(const smtp_upstream *up, const char *keyword
  * whoever sits on the path, and it would reach the client in the 454. */
 static const char *smtp_upstream_text(const smtp_upstream *up, const smtp_reply *r)
 {
-	return conn_is_tls(up->c) ? r->lines[0] : "(text sent before TLS withheld)";
+	return conn_is_tls(up->c) || up->env->account->smtp_upstream.tls == UPSTREAM_TLS_NONE
+		? r->lines[0] : "(text sent before TLS withheld)";
 }
 
 static int smtp_upstream_ehlo(smtp_upstream *up, const char *ehlo_name)
@@ -309,7 +310,8 @@ static int smtp_upstream_setup(smtp_upstream *up, const char *ehlo_name)
 		if (smtp_upstream_ehlo(up, ehlo_name) < 0)
 			return -1;
 	}
-	if (!conn_is_tls(up->c)) {
+	/* Only a gateway's loopback next hop may be plain (config.c). */
+	if (!conn_is_tls(up->c) && cu->tls != UPSTREAM_TLS_NONE) {
 		smtp_upstream_fail(up, SMTP_UPSTREAM_FAIL_TLS, "no TLS to the provider");
 		return -1;
 	}

@@ -5,6 +5,7 @@ set -eu
 
 PKGS="build-essential pkg-config meson ninja-build clang libclang-rt-14-dev
 libgmime-3.0-dev libgpgme-dev gnupg gpg-agent libssl-dev openssl libsodium-dev
+libmicrohttpd-dev
 libsqlite3-dev sqlite3 libglib2.0-dev libjson-glib-dev libcmocka-dev
 postfix dovecot-imapd dovecot-lmtpd dovecot-pop3d
 python3 curl msmtp isync fetchmail ca-certificates procps iproute2"
