@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "gpgproc.h"
+
 #define CRYPTO_IO_CHUNK (64 * 1024)
 
 struct crypto_outbound_header {
@@ -607,6 +609,61 @@ static const char *crypto_gpg_error(gpgme_error_t err, const char *what,
 	return buf;
 }
 
+/* A detached signature is small; anything beyond this is not one. */
+#define CRYPTO_MAX_SIGNATURE (64 * 1024)
+
+typedef struct {
+	GByteArray *buf;
+	bool too_big;
+} crypto_sig_buffer;
+
+static ssize_t crypto_sig_write(void *handle, const void *buf, size_t size)
+{
+	crypto_sig_buffer *s = handle;
+	if (size > CRYPTO_MAX_SIGNATURE - s->buf->len) {
+		s->too_big = true;
+		errno = EFBIG;
+		return -1;
+	}
+	g_byte_array_append(s->buf, buf, (guint)size);
+	return (ssize_t)size;
+}
+
+/* Runs the GPGME operation: in a worker process when w is remote (keys go
+ * there by fingerprint), else here. -1 with *error_r when the worker
+ * process failed (temporary); 0 with what gpg answered. */
+static int crypto_outbound_gpg(crypto_worker *w, crypto_gpgproc_op op, gpgme_key_t *recipients,
+			       gpgme_key_t signer, crypto_gpgproc_read_fn read, void *read_ctx,
+			       crypto_gpgproc_write_fn write, void *write_ctx,
+			       crypto_gpgproc_result *res_r, const char **error_r)
+{
+	if (!w->remote) {
+		crypto_gpgproc_run_local(w->ctx, op, recipients, signer, read, read_ctx, write,
+					 write_ctx, res_r);
+		return 0;
+	}
+	size_t n = 0;
+	while (recipients != NULL && recipients[n] != NULL)
+		n++;
+	const char **fprs = g_new0(const char *, n + 1);
+	bool ok = true;
+	for (size_t i = 0; i < n; i++) {
+		fprs[i] = recipients[i]->fpr != NULL ? recipients[i]->fpr
+			: recipients[i]->subkeys != NULL ? recipients[i]->subkeys->fpr : NULL;
+		ok = ok && fprs[i] != NULL;
+	}
+	const char *signer_fpr = signer == NULL ? NULL : signer->fpr != NULL ? signer->fpr
+		: signer->subkeys != NULL ? signer->subkeys->fpr : NULL;
+	int ret = -1;
+	if (!ok || (signer != NULL && signer_fpr == NULL))
+		*error_r = "a key without fingerprint";
+	else
+		ret = crypto_gpgproc_run(op, fprs, signer_fpr, read, read_ctx, write, write_ctx,
+					 res_r, error_r);
+	g_free(fprs);
+	return ret;
+}
+
 /* Writes the outer header fields an encrypted message keeps. */
 static void crypto_put_outer_fields(crypto_out *o, const crypto_outbound_header *h,
 				    bool clear_subject)
@@ -658,31 +715,14 @@ int crypto_outbound_write_encrypted(const crypto_outbound_header *h, crypto_work
 	GString *head = crypto_entity_header(h, true, opts->clear_subject);
 	crypto_entity_reader reader = { head->str, head->len, 0, body, false };
 	crypto_crlf_writer writer = { &o, false };
-	struct gpgme_data_cbs in_cbs = { .read = crypto_entity_read };
-	struct gpgme_data_cbs out_cbs = { .write = crypto_crlf_write };
-	gpgme_data_t in = NULL, out = NULL;
-	gpgme_error_t err = gpgme_data_new_from_cbs(&in, &in_cbs, &reader);
-	if (err == 0)
-		err = gpgme_data_new_from_cbs(&out, &out_cbs, &writer);
+	crypto_gpgproc_result res;
 	int ret = -1;
-	if (err != 0) {
-		*error_r = crypto_gpg_error(err, "encryption", failure_r);
+	if (crypto_outbound_gpg(w, CRYPTO_GPGPROC_ENCRYPT, opts->recipients, opts->signer,
+				crypto_entity_read, &reader, crypto_crlf_write, &writer, &res,
+				error_r) < 0) {
+		*failure_r = CRYPTO_FAIL_TEMPORARY;
 		goto done;
 	}
-	gpgme_signers_clear(w->ctx);
-	if (opts->signer != NULL) {
-		err = gpgme_signers_add(w->ctx, opts->signer);
-		if (err != 0) {
-			*error_r = crypto_gpg_error(err, "signing", failure_r);
-			goto done;
-		}
-		err = gpgme_op_encrypt_sign(w->ctx, opts->recipients,
-					    GPGME_ENCRYPT_ALWAYS_TRUST, in, out);
-	} else {
-		err = gpgme_op_encrypt(w->ctx, opts->recipients,
-				       GPGME_ENCRYPT_ALWAYS_TRUST, in, out);
-	}
-	gpgme_signers_clear(w->ctx);
 	if (reader.failed) {
 		*failure_r = CRYPTO_FAIL_TEMPORARY;
 		*error_r = "reading the spooled message failed";
@@ -693,14 +733,13 @@ int crypto_outbound_write_encrypted(const crypto_outbound_header *h, crypto_work
 		*error_r = "writing the encrypted message failed";
 		goto done;
 	}
-	if (err != 0) {
-		*error_r = crypto_gpg_error(err, opts->signer != NULL ? "signing and encryption"
+	if (res.err != 0) {
+		*error_r = crypto_gpg_error(res.err, opts->signer != NULL ? "signing and encryption"
 					    : "encryption", failure_r);
 		goto done;
 	}
-	gpgme_encrypt_result_t er = gpgme_op_encrypt_result(w->ctx);
-	if (er != NULL && er->invalid_recipients != NULL) {
-		*error_r = crypto_gpg_error(er->invalid_recipients->reason,
+	if (res.invalid_recipient != 0) {
+		*error_r = crypto_gpg_error(res.invalid_recipient,
 					    "a recipient's key was refused", failure_r);
 		goto done;
 	}
@@ -714,10 +753,6 @@ int crypto_outbound_write_encrypted(const crypto_outbound_header *h, crypto_work
 	}
 	ret = 0;
 done:
-	if (in != NULL)
-		gpgme_data_release(in);
-	if (out != NULL)
-		gpgme_data_release(out);
 	g_string_free(head, TRUE);
 	g_free(boundary);
 	return ret;
@@ -731,41 +766,31 @@ int crypto_outbound_write_signed(const crypto_outbound_header *h, crypto_worker 
 	crypto_out o = { sink, false };
 	GString *head = crypto_entity_header(h, false, true);
 	crypto_entity_reader reader = { head->str, head->len, 0, body, false };
-	struct gpgme_data_cbs in_cbs = { .read = crypto_entity_read };
-	gpgme_data_t in = NULL, sig = NULL;
+	crypto_sig_buffer sig = { g_byte_array_new(), false };
 	char *boundary = NULL;
-	char *sig_text = NULL;
 	int ret = -1;
-	gpgme_error_t err = gpgme_data_new_from_cbs(&in, &in_cbs, &reader);
-	if (err == 0)
-		err = gpgme_data_new(&sig);
-	if (err == 0) {
-		gpgme_signers_clear(w->ctx);
-		err = gpgme_signers_add(w->ctx, opts->signer);
+	crypto_gpgproc_result res;
+	if (crypto_outbound_gpg(w, CRYPTO_GPGPROC_SIGN, NULL, opts->signer, crypto_entity_read,
+				&reader, crypto_sig_write, &sig, &res, error_r) < 0) {
+		*failure_r = CRYPTO_FAIL_TEMPORARY;
+		goto done;
 	}
-	if (err == 0)
-		err = gpgme_op_sign(w->ctx, in, sig, GPGME_SIG_MODE_DETACH);
-	gpgme_signers_clear(w->ctx);
 	if (reader.failed) {
 		*failure_r = CRYPTO_FAIL_TEMPORARY;
 		*error_r = "reading the spooled message failed";
 		goto done;
 	}
-	if (err != 0) {
-		*error_r = crypto_gpg_error(err, "signing", failure_r);
+	if (res.err != 0) {
+		*error_r = crypto_gpg_error(res.err, "signing", failure_r);
 		goto done;
 	}
-	gpgme_sign_result_t sr = gpgme_op_sign_result(w->ctx);
-	if (sr == NULL || sr->signatures == NULL || sr->invalid_signers != NULL) {
+	if (!res.signed_ok || sig.too_big || sig.buf->len == 0) {
 		*failure_r = CRYPTO_FAIL_TEMPORARY;
 		*error_r = "signing: gpg made no signature";
 		goto done;
 	}
-	const char *hash = gpgme_hash_algo_name(sr->signatures->hash_algo);
+	const char *hash = gpgme_hash_algo_name((gpgme_hash_algo_t)res.hash_algo);
 	char *micalg = g_ascii_strdown(hash != NULL ? hash : "sha256", -1);
-	size_t sig_len;
-	sig_text = gpgme_data_release_and_get_mem(sig, &sig_len);
-	sig = NULL;
 	if (body->rewind(body->ctx) < 0) {
 		g_free(micalg);
 		*failure_r = CRYPTO_FAIL_TEMPORARY;
@@ -806,7 +831,7 @@ int crypto_outbound_write_signed(const crypto_outbound_header *h, crypto_worker 
 		    "Content-Description: OpenPGP digital signature\r\n"
 		    "Content-Disposition: attachment; filename=\"OpenPGP_signature.asc\"\r\n\r\n");
 	crypto_crlf_writer writer = { &o, false };
-	(void)crypto_crlf_write(&writer, sig_text, sig_len);
+	(void)crypto_crlf_write(&writer, sig.buf->data, sig.buf->len);
 	crypto_puts(&o, "\r\n--");
 	crypto_puts(&o, boundary);
 	crypto_puts(&o, "--\r\n");
@@ -817,11 +842,7 @@ int crypto_outbound_write_signed(const crypto_outbound_header *h, crypto_worker 
 	}
 	ret = 0;
 done:
-	if (in != NULL)
-		gpgme_data_release(in);
-	if (sig != NULL)
-		gpgme_data_release(sig);
-	gpgme_free(sig_text);
+	g_byte_array_unref(sig.buf);
 	g_string_free(head, TRUE);
 	g_free(boundary);
 	return ret;

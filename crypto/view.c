@@ -1,5 +1,7 @@
 /* view: the decrypted view of one message. GMime reads the message and writes
- * the view; gpg (through the worker's GPGME context) decrypts and verifies. */
+ * the view; gpg (through the worker's GPGME context) decrypts and verifies.
+ * With a remote worker the whole rendering of an encrypted message runs in
+ * a worker process (crypto/gpgproc.c), which calls back in here. */
 #include "view.h"
 
 #include <errno.h>
@@ -7,6 +9,7 @@
 #include <gpgme.h>
 #include <string.h>
 
+#include "gpgproc.h"
 #include "keystore_keys.h"
 
 /* GPGME, not GMime's GPGME context, decrypts: GMime's GMimeDecryptResult
@@ -1283,6 +1286,14 @@ crypto_view_result crypto_view_render(crypto_worker *w, crypto_decrypt_policy po
 	if (pinned_signature != NULL && !view_signature_value_ok(pinned_signature)) {
 		status_r->reason = g_strdup("the pinned signature status is not one line of text");
 		return CRYPTO_VIEW_INVALID;
+	}
+	if (w != NULL && w->remote && policy == CRYPTO_DECRYPT_ROOT) {
+		/* Only what needs gpg goes to a worker process. */
+		crypto_view_classify(msg, len, status_r);
+		if (!status_r->encrypted)
+			return CRYPTO_VIEW_UNCHANGED;
+		crypto_view_status_clear(status_r);
+		return crypto_gpgproc_view(msg, len, pinned_signature, view_r, status_r);
 	}
 	view_input in;
 	view_input_open(&in, msg, len, status_r);

@@ -1,12 +1,19 @@
 /* worker: the GPGME context behind every OpenPGP operation of one thread,
- * set up once the way sealpost needs it (armor, no pinentry). */
+ * set up once the way sealpost needs it (armor, no pinentry), or, while the
+ * worker processes run, a handle whose operations go to them. */
 #include "worker.h"
 
 #include <glib.h>
 
+#include "gpgproc.h"
+
 crypto_worker *crypto_worker_new(const char **error_r)
 {
 	crypto_worker *w = g_new0(crypto_worker, 1);
+	if (crypto_gpgproc_running()) {
+		w->remote = true;
+		return w;
+	}
 	if (gpgme_new(&w->ctx) != 0) {
 		g_free(w);
 		*error_r = "cannot create a GPGME context";
@@ -26,7 +33,8 @@ void crypto_worker_free(crypto_worker **wp)
 	crypto_worker *w = *wp;
 	if (w == NULL)
 		return;
-	gpgme_release(w->ctx);
+	if (w->ctx != NULL)
+		gpgme_release(w->ctx);
 	g_free(w);
 	*wp = NULL;
 }

@@ -15,6 +15,7 @@
 #include "cli_status.h"
 #include "config.h"
 #include "crypto.h"
+#include "gpgproc.h"
 #include "keystore.h"
 #include "log.h"
 #include "server.h"
@@ -344,6 +345,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *cmd = argv[1];
+	if (strcmp(cmd, CRYPTO_GPGPROC_WORKER_ARG) == 0)
+		return crypto_gpgproc_worker_main(argc, argv);
 	if (strcmp(cmd, "serve") == 0)
 		return cmd_serve(argc - 1, argv + 1);
 	if (strcmp(cmd, "check-config") == 0)

@@ -21,6 +21,7 @@
 #include <openssl/crypto.h>
 
 #include "api.h"
+#include "gpgproc.h"
 #include "log.h"
 #include "session.h"
 
@@ -202,6 +203,16 @@ server *server_new(const config *cfg, const char **error_r)
 	if (srv->keys == NULL)
 		goto fail;
 	keystore_keys_use_db(srv->keys, srv->db);
+	/* gpg is started from small worker processes, not from this large
+	 * multi-threaded one (crypto/gpgproc.h); before any session thread.
+	 * Without them gpg is started from here: slower, but it works. */
+	const char *gpgproc_error;
+	if (crypto_gpgproc_start(0, cfg->gnupg_home, &gpgproc_error) < 0)
+		log_warn(NULL, "starting OpenPGP workers", "%s; gpg is run from the proxy process",
+			 gpgproc_error);
+	else
+		log_info(NULL, "starting OpenPGP workers", "%zu worker processes",
+			 crypto_gpgproc_pids(NULL, 0));
 	srv->view_pool = imap_view_pool_new(cfg->decrypt_workers, error_r);
 	if (srv->view_pool == NULL)
 		goto fail;
@@ -263,6 +274,7 @@ void server_free(server **srvp)
 	tls_server_free(&srv->tls_srv);
 	imap_view_pool_free(&srv->view_pool);
 	imap_view_cache_free(&srv->view_cache);
+	crypto_gpgproc_stop();
 	keystore_keys_free(&srv->keys);
 	keystore_db_close(&srv->db);
 	if (srv->stop_pipe[0] >= 0)
