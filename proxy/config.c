@@ -594,11 +594,6 @@ static int config_load_account(const config_ctx *ctx, const config *cfg,
 		  offsetof(config_account, pop3_listen), offsetof(config_account, pop3s_listen),
 		  offsetof(config_account, pop3_upstream) },
 	};
-	if (a->pop3_listen.port != 0 || a->pop3s_listen.port != 0) {
-		config_fail(ctx, group, a->pop3_listen.port != 0 ? "pop3_listen" : "pop3s_listen",
-			    "POP3 is not served by this version of sealpost");
-		return -1;
-	}
 	bool any_listener = false;
 	for (size_t i = 0; i < G_N_ELEMENTS(pairs); i++) {
 		const config_listen *l1 = (const config_listen *)((const char *)a + pairs[i].l1);

@@ -23,6 +23,7 @@
 #include "api.h"
 #include "gpgproc.h"
 #include "log.h"
+#include "pop3_session.h"
 #include "session.h"
 
 /* A small backlog drops SYNs under load (docs/performance.md). */
@@ -31,6 +32,7 @@
 typedef enum {
 	LISTENER_IMAP,
 	LISTENER_SMTP,
+	LISTENER_POP3,
 } listener_protocol;
 
 typedef struct {
@@ -226,7 +228,9 @@ server *server_new(const config *cfg, const char **error_r)
 		if (server_add_listener(srv, a, cli, &a->imap_listen, LISTENER_IMAP, false, "imap_listen", error_r) < 0 ||
 		    server_add_listener(srv, a, cli, &a->imaps_listen, LISTENER_IMAP, true, "imaps_listen", error_r) < 0 ||
 		    server_add_listener(srv, a, cli, &a->smtp_listen, LISTENER_SMTP, false, "smtp_listen", error_r) < 0 ||
-		    server_add_listener(srv, a, cli, &a->smtps_listen, LISTENER_SMTP, true, "smtps_listen", error_r) < 0)
+		    server_add_listener(srv, a, cli, &a->smtps_listen, LISTENER_SMTP, true, "smtps_listen", error_r) < 0 ||
+		    server_add_listener(srv, a, cli, &a->pop3_listen, LISTENER_POP3, false, "pop3_listen", error_r) < 0 ||
+		    server_add_listener(srv, a, cli, &a->pop3s_listen, LISTENER_POP3, true, "pop3s_listen", error_r) < 0)
 			goto fail;
 	}
 	/* A gateway is the same SMTP engine behind its own listener. */
@@ -319,6 +323,8 @@ static void *server_session_thread(void *arg)
 	session_start *st = arg;
 	if (st->protocol == LISTENER_IMAP)
 		imap_session_run(&st->env, st->fd);
+	else if (st->protocol == LISTENER_POP3)
+		pop3_session_run(&st->env, st->fd);
 	else
 		smtp_session_run(&st->env, st->fd);
 	/* Release OpenSSL's per-thread state now, while the process is
@@ -337,6 +343,8 @@ static void server_refuse(const listener *ls, int fd)
 	if (!ls->implicit_tls) {
 		const char *msg = ls->protocol == LISTENER_IMAP ?
 			"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n" :
+			ls->protocol == LISTENER_POP3 ?
+			"-ERR [SYS/TEMP] Too many connections, try again later.\r\n" :
 			"421 4.7.0 Too many connections, try again later.\r\n";
 		ssize_t ret = send(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
 		(void)ret;
@@ -401,6 +409,7 @@ static void server_accept(server *srv, listener *ls)
 		st->env.client_loopback = loopback;
 		snprintf(st->env.id, sizeof(st->env.id), "%s-%lu",
 			 ls->protocol == LISTENER_IMAP ? "imap" :
+			 ls->protocol == LISTENER_POP3 ? "pop3" :
 			 ls->account->gateway != NULL ? "gw" : "smtp",
 			 atomic_fetch_add(&srv->next_id, 1) + 1);
 		snprintf(st->env.client_desc, sizeof(st->env.client_desc),

@@ -112,7 +112,7 @@ static void test_errors(void **state)
 	expect_error("max_literal_size = 2M", "tls_cert = /x.crt",
 		     "t.conf:4: [sealpost] tls_cert: tls_cert and tls_key must be given together");
 	expect_error("imaps_listen = [::1]:1993", "pop3_listen = 127.0.0.1:1110",
-		     "t.conf:9: [account work] pop3_listen: POP3 is not served");
+		     "t.conf:9: [account work] pop3_listen: needs pop3_upstream, the provider to forward to");
 }
 
 static void test_no_account(void **state)
