@@ -33,7 +33,7 @@ static const char *const config_account_keys[] = {
 	"smtps_listen", "pop3_listen", "pop3s_listen", "imap_upstream",
 	"smtp_upstream", "pop3_upstream", "upstream_ca_file",
 	"client_plaintext_auth", "policy", "sign", "clear_subject",
-	"prefer_encrypt", "policy_header", "decrypt", NULL,
+	"prefer_encrypt", "policy_header", "decrypt", "encrypt_append", NULL,
 };
 
 static const char *const config_gateway_keys[] = {
@@ -640,6 +640,9 @@ static int config_load_account(const config_ctx *ctx, const config *cfg,
 	a->policy_header = true;
 	a->decrypt = true;
 	if (config_get_bool(ctx, group, "decrypt", &a->decrypt) < 0)
+		return -1;
+	a->encrypt_append = true;
+	if (config_get_bool(ctx, group, "encrypt_append", &a->encrypt_append) < 0)
 		return -1;
 	if (config_get_bool(ctx, group, "sign", &a->sign) < 0 ||
 	    config_get_bool(ctx, group, "clear_subject", &a->clear_subject) < 0 ||

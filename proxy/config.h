@@ -61,6 +61,8 @@ typedef struct {
 	bool policy_header;		/* honour X-Sealpost-Encrypt/-Sign */
 	/* Inbound: serve encrypted messages decrypted (the view). */
 	bool decrypt;
+	/* Inbound: APPENDed plaintext is encrypted to the own key first. */
+	bool encrypt_append;
 	/* Set when this is the SMTP engine's view of a [gateway NAME]. */
 	const config_gateway *gateway;
 } config_account;

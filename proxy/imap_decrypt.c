@@ -11,7 +11,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include <gmime/gmime.h>
+
 #include "imap_fetch.h"
+#include "keystore_autocrypt.h"
 #include "keystore_db.h"
 #include "log.h"
 #include "view.h"
@@ -33,6 +36,9 @@
  * served with its X-Sealpost-* fields removed. */
 #define IMAP_DECRYPT_STATUS_FIELDS \
 	"X-SEALPOST-DECRYPTION X-SEALPOST-SIGNATURE X-SEALPOST-FROM-MISMATCH"
+/* What Autocrypt needs of a plain message, fetched with the probe. */
+#define IMAP_DECRYPT_AUTOCRYPT_FIELDS \
+	"FROM DATE AUTOCRYPT AUTO-SUBMITTED CONTENT-TYPE X-SPAM-FLAG"
 
 /* ---- the client's command ---------------------------------------------------- */
 
@@ -224,6 +230,13 @@ typedef struct {
 	GByteArray *meta;
 	GArray *meta_items;	/* imap_decrypt_item */
 	uint32_t meta_seq;
+	/* Autocrypt: the probe's header fields (plain messages), what a
+	 * decrypted view says, or nothing to do (a view from the cache was
+	 * read when it was rendered). */
+	GBytes *ac_header;
+	bool ac_junk;
+	bool ac_skip;
+	struct imap_decrypt_ac *ac;
 } imap_decrypt_msg;
 
 typedef struct {
@@ -491,6 +504,281 @@ static int imap_decrypt_command(imap_decrypt *d, const char *text, imap_decrypt_
 	return ret;
 }
 
+/* ---- Autocrypt ---------------------------------------------------------------- */
+
+GPtrArray *imap_decrypt_header_values(const uint8_t *msg, size_t len, const char *name)
+{
+	GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+	size_t nlen = strlen(name);
+	size_t pos = 0;
+	GString *cur = NULL;
+	while (pos < len) {
+		const uint8_t *nl = memchr(msg + pos, '\n', len - pos);
+		size_t next = nl != NULL ? (size_t)(nl - msg) + 1 : len;
+		size_t llen = next - pos;
+		size_t tlen = llen;
+		if (tlen > 0 && msg[pos + tlen - 1] == '\n')
+			tlen--;
+		if (tlen > 0 && msg[pos + tlen - 1] == '\r')
+			tlen--;
+		if (tlen == 0)
+			break;	/* the end of the header */
+		bool cont = msg[pos] == ' ' || msg[pos] == '\t';
+		if (!cont && cur != NULL) {
+			g_ptr_array_add(out, g_strstrip(g_string_free(cur, FALSE)));
+			cur = NULL;
+		}
+		if (cont) {
+			if (cur != NULL && cur->len < KEYSTORE_AUTOCRYPT_HEADER_MAX * 2)
+				g_string_append_len(cur, (const char *)msg + pos, (gssize)tlen);
+		} else if (tlen > nlen && msg[pos + nlen] == ':' &&
+			   strncasecmp((const char *)msg + pos, name, nlen) == 0) {
+			cur = g_string_new_len((const char *)msg + pos + nlen + 1,
+					       (gssize)(tlen - nlen - 1));
+		}
+		pos = next;
+	}
+	if (cur != NULL)
+		g_ptr_array_add(out, g_strstrip(g_string_free(cur, FALSE)));
+	return out;
+}
+
+/* What one fetched message says for Autocrypt. */
+typedef struct imap_decrypt_ac {
+	char *from;
+	int64_t date;
+	GPtrArray *autocrypt;	/* values, NULL-terminated */
+	GPtrArray *gossip;
+	GPtrArray *recipients;
+	bool encrypted;
+} imap_decrypt_ac;
+
+static void imap_decrypt_ac_free(imap_decrypt_ac *ac)
+{
+	if (ac == NULL)
+		return;
+	g_free(ac->from);
+	g_ptr_array_unref(ac->autocrypt);
+	g_ptr_array_unref(ac->gossip);
+	g_ptr_array_unref(ac->recipients);
+	g_free(ac);
+}
+
+static bool imap_decrypt_autocrypt_on(const imap_decrypt *d)
+{
+	return d->env->keyring != NULL && d->env->account->address != NULL;
+}
+
+/* The bare addresses of the mailboxes in values (groups opened). */
+static void imap_decrypt_mailboxes(GPtrArray *values, GPtrArray *out, bool *group_r)
+{
+	for (guint i = 0; i < values->len; i++) {
+		InternetAddressList *list = internet_address_list_parse(NULL, values->pdata[i]);
+		int n = list != NULL ? internet_address_list_length(list) : 0;
+		for (int j = 0; j < n; j++) {
+			InternetAddress *ia = internet_address_list_get_address(list, j);
+			if (INTERNET_ADDRESS_IS_MAILBOX(ia)) {
+				const char *a = internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(ia));
+				if (a != NULL && *a != '\0')
+					g_ptr_array_add(out, g_strdup(a));
+			} else if (INTERNET_ADDRESS_IS_GROUP(ia)) {
+				if (group_r != NULL)
+					*group_r = true;
+				InternetAddressList *members =
+					internet_address_group_get_members(INTERNET_ADDRESS_GROUP(ia));
+				int m = members != NULL ? internet_address_list_length(members) : 0;
+				for (int k = 0; k < m; k++) {
+					InternetAddress *mb = internet_address_list_get_address(members, k);
+					if (INTERNET_ADDRESS_IS_MAILBOX(mb))
+						g_ptr_array_add(out, g_strdup(internet_address_mailbox_get_addr(
+							INTERNET_ADDRESS_MAILBOX(mb))));
+				}
+			}
+		}
+		if (list != NULL)
+			g_object_unref(list);
+	}
+}
+
+/* The Autocrypt facts of a header block; NULL with *why_r when the spec
+ * says the message is not to be looked at. view: a decrypted view, whose
+ * gossip and recipients count. */
+static imap_decrypt_ac *imap_decrypt_ac_new(const uint8_t *hdr, size_t len, bool view,
+					    const char **why_r)
+{
+	imap_decrypt_ac *ac = NULL;
+	GPtrArray *v = imap_decrypt_header_values(hdr, len, "Auto-Submitted");
+	bool skip = false;
+	for (guint i = 0; i < v->len && !skip; i++)
+		skip = g_ascii_strncasecmp(v->pdata[i], "auto-replied", 12) == 0;
+	g_ptr_array_unref(v);
+	if (skip) {
+		*why_r = "Auto-Submitted: auto-replied";
+		return NULL;
+	}
+	v = imap_decrypt_header_values(hdr, len, "X-Spam-Flag");
+	for (guint i = 0; i < v->len && !skip; i++)
+		skip = g_ascii_strncasecmp(v->pdata[i], "yes", 3) == 0;
+	g_ptr_array_unref(v);
+	if (skip) {
+		*why_r = "marked as spam";
+		return NULL;
+	}
+	v = imap_decrypt_header_values(hdr, len, "Content-Type");
+	if (v->len > 0) {
+		GMimeContentType *ct = g_mime_content_type_parse(NULL, v->pdata[0]);
+		if (ct != NULL) {
+			skip = g_mime_content_type_is_type(ct, "multipart", "report");
+			g_object_unref(ct);
+		}
+	}
+	g_ptr_array_unref(v);
+	if (skip) {
+		*why_r = "a multipart/report";
+		return NULL;
+	}
+	v = imap_decrypt_header_values(hdr, len, "From");
+	GPtrArray *from = g_ptr_array_new_with_free_func(g_free);
+	bool group = false;
+	if (v->len == 1)
+		imap_decrypt_mailboxes(v, from, &group);
+	g_ptr_array_unref(v);
+	if (from->len != 1 || group) {
+		g_ptr_array_unref(from);
+		*why_r = "not one From address";
+		return NULL;
+	}
+	ac = g_new0(imap_decrypt_ac, 1);
+	ac->from = g_strdup(from->pdata[0]);
+	g_ptr_array_unref(from);
+	v = imap_decrypt_header_values(hdr, len, "Date");
+	if (v->len > 0) {
+		GDateTime *dt = g_mime_utils_header_decode_date(v->pdata[0]);
+		if (dt != NULL) {
+			ac->date = g_date_time_to_unix(dt);
+			g_date_time_unref(dt);
+		}
+	}
+	g_ptr_array_unref(v);
+	ac->autocrypt = imap_decrypt_header_values(hdr, len, "Autocrypt");
+	ac->gossip = view ? imap_decrypt_header_values(hdr, len, "Autocrypt-Gossip") :
+		g_ptr_array_new_with_free_func(g_free);
+	ac->recipients = g_ptr_array_new_with_free_func(g_free);
+	if (view) {
+		static const char *const fields[] = { "To", "Cc", "Reply-To" };
+		for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
+			v = imap_decrypt_header_values(hdr, len, fields[i]);
+			imap_decrypt_mailboxes(v, ac->recipients, NULL);
+			g_ptr_array_unref(v);
+		}
+	}
+	ac->encrypted = view;
+	return ac;
+}
+
+/* A message whose view decrypted: its header (the outer fields and the
+ * protected ones) and the gossip from inside the encryption. The view also
+ * keeps outer fields the protected header does not replace, so gossip
+ * values found on the provider's outer header are not counted. */
+static void imap_decrypt_autocrypt_view(imap_decrypt *d, imap_decrypt_msg *m)
+{
+	gsize vlen, blen;
+	const uint8_t *view = g_bytes_get_data(m->view, &vlen);
+	const char *why;
+	m->ac = imap_decrypt_ac_new(view, vlen, true, &why);
+	if (m->ac == NULL) {
+		log_debug(d->env->id, "reading Autocrypt", "UID %u: not looked at (%s)", m->uid, why);
+		m->ac_skip = true;
+		return;
+	}
+	if (m->body == NULL || m->ac->gossip->len == 0)
+		return;
+	const uint8_t *body = g_bytes_get_data(m->body, &blen);
+	GPtrArray *outer = imap_decrypt_header_values(body, blen, "Autocrypt-Gossip");
+	for (guint i = 0; i < outer->len; i++) {
+		for (guint j = 0; j < m->ac->gossip->len; j++) {
+			if (strcmp(m->ac->gossip->pdata[j], outer->pdata[i]) == 0) {
+				g_ptr_array_remove_index(m->ac->gossip, j);
+				break;
+			}
+		}
+	}
+	g_ptr_array_unref(outer);
+}
+
+static bool imap_decrypt_mailbox_is_junk(const imap_decrypt_mailbox *mb)
+{
+	return (mb->name_len == 4 && strncasecmp((const char *)mb->name, "Junk", 4) == 0) ||
+		(mb->name_len == 4 && strncasecmp((const char *)mb->name, "Spam", 4) == 0);
+}
+
+static void imap_decrypt_autocrypt_one(imap_decrypt *d, imap_decrypt_msg *m)
+{
+	if (m->ac == NULL) {
+		if (m->ac_header == NULL)
+			return;
+		gsize len;
+		const uint8_t *hdr = g_bytes_get_data(m->ac_header, &len);
+		const char *why;
+		m->ac = imap_decrypt_ac_new(hdr, len, false, &why);
+		if (m->ac == NULL) {
+			log_debug(d->env->id, "reading Autocrypt", "UID %u: not looked at (%s)",
+				  m->uid, why);
+			return;
+		}
+	}
+	imap_decrypt_ac *ac = m->ac;
+	g_ptr_array_add(ac->autocrypt, NULL);
+	g_ptr_array_add(ac->gossip, NULL);
+	g_ptr_array_add(ac->recipients, NULL);
+	keystore_autocrypt_message msg = {
+		.account = d->env->account->address,
+		.from = ac->from,
+		.date = ac->date,
+		.autocrypt = (const char *const *)ac->autocrypt->pdata,
+		.gossip = (const char *const *)ac->gossip->pdata,
+		.recipients = (const char *const *)ac->recipients->pdata,
+		.encrypted = ac->encrypted,
+	};
+	keystore_autocrypt_result res;
+	const char *error;
+	if (keystore_autocrypt_process(d->env->db, d->env->keyring, &msg, &res, &error) < 0) {
+		log_warn(d->env->id, "updating Autocrypt peer state", "UID %u <%s>: %s", m->uid,
+			 ac->from, error);
+		return;
+	}
+	static const char *const fates[] = {
+		[KEYSTORE_AUTOCRYPT_KEY_NONE] = "no new key",
+		[KEYSTORE_AUTOCRYPT_KEY_IMPORTED] = "key imported",
+		[KEYSTORE_AUTOCRYPT_KEY_KNOWN] = "key known",
+		[KEYSTORE_AUTOCRYPT_KEY_PENDING] = "key differs from the verified one: pending",
+		[KEYSTORE_AUTOCRYPT_KEY_REJECTED] = "key rejected before",
+		[KEYSTORE_AUTOCRYPT_KEY_UNUSABLE] = "key not usable",
+	};
+	if (res.key != KEYSTORE_AUTOCRYPT_KEY_NONE || res.gossip_taken > 0)
+		log_info(d->env->id, "updating Autocrypt peer state",
+			 "UID %u <%s>: %s%s%s; gossip %u taken, %u imported, %u ignored", m->uid,
+			 ac->from, fates[res.key], res.key_why != NULL ? ": " : "",
+			 res.key_why != NULL ? res.key_why : "", res.gossip_taken,
+			 res.gossip_imported, res.gossip_ignored);
+	else
+		log_debug(d->env->id, "updating Autocrypt peer state", "UID %u <%s>: %s", m->uid,
+			  ac->from, res.header_why != NULL ? res.header_why : "header taken");
+}
+
+/* Every message of the command, once the client has its answer. */
+static void imap_decrypt_autocrypt_apply(imap_decrypt *d)
+{
+	if (imap_decrypt_mailbox_is_junk(d->mb))
+		return;
+	for (guint i = 0; i < d->msgs->len; i++) {
+		imap_decrypt_msg *m = &g_array_index(d->msgs, imap_decrypt_msg, i);
+		if (m->ac_skip || m->ac_junk)
+			continue;
+		imap_decrypt_autocrypt_one(d, m);
+	}
+}
+
 /* ---- step 1: which messages may be encrypted --------------------------------- */
 
 static bool imap_decrypt_str_is(const imap_token *tok, const char *word)
@@ -598,6 +886,20 @@ static bool imap_decrypt_text_may_be_pgp(const uint8_t *data, size_t len, bool b
 	return cmp > 0 && memcmp(buf + i, IMAP_DECRYPT_ARMOR, cmp) == 0;
 }
 
+/* A FLAGS list naming the message junk ($Junk, Junk). */
+static bool imap_decrypt_flags_junk(const uint8_t *raw, size_t len)
+{
+	imap_tokenizer t;
+	imap_tokenizer_init(&t, raw, len, 2);
+	imap_token tok;
+	const char *error;
+	while (imap_tokenizer_next(&t, &tok, &error) == 0 && tok.type != IMAP_TOKEN_EOL) {
+		if (imap_token_is(&tok, "$Junk") || imap_token_is(&tok, "Junk"))
+			return true;
+	}
+	return false;
+}
+
 static bool imap_decrypt_probe_fetch(imap_decrypt *d, uint32_t seq, const uint8_t *buf,
 				     size_t len, GArray *items)
 {
@@ -623,11 +925,22 @@ static bool imap_decrypt_probe_fetch(imap_decrypt *d, uint32_t seq, const uint8_
 	default:
 		break;
 	}
-	const imap_decrypt_item *hdr = imap_decrypt_find(buf, items, "BODY[HEADER.FIELDS", 18, true);
+	const imap_decrypt_item *hdr = imap_decrypt_find(buf, items, "BODY[HEADER.FIELDS (X-SEALPOST",
+							 30, true);
 	if (hdr != NULL && hdr->data != NULL && hdr->data_len > 2)
 		m.candidate = true;	/* forged X-Sealpost-* fields to remove */
-	if (g_hash_table_contains(d->by_uid, GUINT_TO_POINTER(m.uid)))
+	const imap_decrypt_item *ac = imap_decrypt_find(buf, items, "BODY[HEADER.FIELDS (FROM", 24,
+							true);
+	if (ac != NULL && ac->data != NULL && ac->data_len > 2)
+		m.ac_header = g_bytes_new(ac->data, ac->data_len);
+	const imap_decrypt_item *flags = imap_decrypt_find(buf, items, "FLAGS", 5, false);
+	if (flags != NULL)
+		m.ac_junk = imap_decrypt_flags_junk(buf + flags->raw, flags->raw_len);
+	if (g_hash_table_contains(d->by_uid, GUINT_TO_POINTER(m.uid))) {
+		if (m.ac_header != NULL)
+			g_bytes_unref(m.ac_header);
 		return true;	/* the set named it twice */
+	}
 	g_array_append_val(d->msgs, m);
 	g_hash_table_insert(d->by_uid, GUINT_TO_POINTER(m.uid), GUINT_TO_POINTER(d->msgs->len));
 	return true;
@@ -845,6 +1158,8 @@ static int imap_decrypt_render(imap_decrypt *d, imap_decrypt_msg **batch, size_t
 			}
 			m->view = g_byte_array_free_to_bytes(job->view);
 			job->view = NULL;
+			if (job->status.decrypted && imap_decrypt_autocrypt_on(d))
+				imap_decrypt_autocrypt_view(d, m);
 			if (!job->status.transient)
 				imap_view_cache_put(d->env->view_cache, &key, m->view);
 			log_debug(d->env->id, "decrypting", "UID %u: %s%s%s", m->uid,
@@ -1058,9 +1373,14 @@ static void imap_decrypt_msg_clear(imap_decrypt_msg *m)
 		g_byte_array_unref(m->meta);
 	if (m->meta_items != NULL)
 		g_array_free(m->meta_items, TRUE);
+	if (m->ac_header != NULL)
+		g_bytes_unref(m->ac_header);
+	imap_decrypt_ac_free(m->ac);
 	m->body = m->view = NULL;
 	m->meta = NULL;
 	m->meta_items = NULL;
+	m->ac_header = NULL;
+	m->ac = NULL;
 }
 
 /* The client's tagged reply; the untagged responses kept back go first. */
@@ -1209,10 +1529,12 @@ static int imap_decrypt_run(imap_decrypt *d)
 	/* 1. What the set holds. */
 	char *probe = g_strdup_printf(
 		"%sFETCH %.*s (UID RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS ("
-		IMAP_DECRYPT_STATUS_FIELDS ")] BODY.PEEK[TEXT]<0.%u>)%s%.*s",
+		IMAP_DECRYPT_STATUS_FIELDS ")] BODY.PEEK[TEXT]<0.%u>%s)%s%.*s",
 		c->uid ? "UID " : "", (int)c->set_len, (const char *)c->set,
-		IMAP_DECRYPT_TEXT_PREFIX, c->mods_len > 0 ? " " : "", (int)c->mods_len,
-		(const char *)c->mods);
+		IMAP_DECRYPT_TEXT_PREFIX,
+		imap_decrypt_autocrypt_on(d) ?
+		" FLAGS BODY.PEEK[HEADER.FIELDS (" IMAP_DECRYPT_AUTOCRYPT_FIELDS ")]" : "",
+		c->mods_len > 0 ? " " : "", (int)c->mods_len, (const char *)c->mods);
 	int r = imap_decrypt_command(d, probe, imap_decrypt_probe_fetch);
 	g_free(probe);
 	if (r < 0)
@@ -1234,6 +1556,7 @@ static int imap_decrypt_run(imap_decrypt *d)
 		GBytes *view;
 		if (imap_view_cache_get(d->env->view_cache, &key, &view)) {
 			n_cached++;
+			m->ac_skip = true;
 			if (view == NULL) {
 				m->plain = true;
 				g_array_append_val(plain, m->uid);
@@ -1354,6 +1677,13 @@ int imap_decrypt_fetch(const session_env *env, const imap_decrypt_mailbox *mailb
 	int ret = imap_decrypt_run(&d);
 	if (ret < 0 && d.stash->len > 0)
 		imap_decrypt_client_write(&d, d.stash->data, d.stash->len);
+	/* Autocrypt after the answer: the client does not wait for it. */
+	if (ret == 0 && imap_decrypt_autocrypt_on(&d)) {
+		if (conn_flush(client) < 0)
+			ret = imap_decrypt_fail(&d, "writing to the client: %s", conn_last_error(client));
+		else
+			imap_decrypt_autocrypt_apply(&d);
+	}
 	for (guint i = 0; i < d.msgs->len; i++)
 		imap_decrypt_msg_clear(&g_array_index(d.msgs, imap_decrypt_msg, i));
 	g_array_free(d.msgs, TRUE);

@@ -54,4 +54,8 @@ int imap_decrypt_fetch(const session_env *env, const imap_decrypt_mailbox *mailb
  * continuation lines); NULL when it holds none. */
 GByteArray *imap_decrypt_strip_status_fields(const uint8_t *msg, size_t len);
 
+/* The values of every field called name (any case) in the header at the
+ * start of msg, unfolded and trimmed, in order (g_ptr_array_unref). */
+GPtrArray *imap_decrypt_header_values(const uint8_t *msg, size_t len, const char *name);
+
 #endif

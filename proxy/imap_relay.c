@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "imap_append.h"
 #include "imap_capability.h"
 #include "imap_decrypt.h"
 #include "imap_parser.h"
@@ -23,7 +24,7 @@
 /* Replies sealpost makes itself wait here while a provider response is
  * half-way through to the client; client input pauses when it fills. */
 #define IMAP_RELAY_LOCAL_SIZE 4096
-#define IMAP_RELAY_LOCAL_REPLY_MAX (IMAP_TAG_MAX + 128)
+#define IMAP_RELAY_LOCAL_REPLY_MAX (IMAP_TAG_MAX + 512)
 /* A read at least this large suggests bulk data: read on before flushing.
  * (A TLS record carries up to 16 KiB; Dovecot sends 4 KiB ones.) */
 #define IMAP_RELAY_BULK_READ 4096
@@ -50,6 +51,11 @@ typedef struct {
 	 * in flight; client input waits meanwhile. */
 	uint8_t *pending_fetch;
 	size_t pending_fetch_len;
+	/* An APPEND whose messages are being received (sealpost answers "+"
+	 * itself), then, once whole, waiting to be sent when nothing else is
+	 * in flight; client input waits meanwhile. */
+	imap_append *append;
+	imap_append *pending_append;
 
 	/* The selected mailbox, and the one a SELECT/EXAMINE in flight
 	 * would select. */
@@ -345,6 +351,32 @@ static void imap_relay_select_literal(imap_relay *r, const imap_frame *fr)
 	}
 }
 
+/* What the APPEND being received wants after a frame. */
+static int imap_relay_append_status(imap_relay *r, const imap_frame *fr,
+				    imap_append_status st, const char *reply)
+{
+	switch (st) {
+	case IMAP_APPEND_MORE:
+		return 0;
+	case IMAP_APPEND_CONTINUE:
+		return imap_relay_local_reply(r, "+ Ready for literal data.\r\n");
+	case IMAP_APPEND_COMPLETE:
+		r->pending_append = r->append;
+		r->append = NULL;
+		return 0;
+	case IMAP_APPEND_REFUSED:
+		break;
+	}
+	if (fr->type == IMAP_FRAME_LITERAL)
+		r->c2s_discard = true;
+	else
+		imap_relay_drop_rest(r, fr);
+	/* reply may live in the APPEND's state: answer first. */
+	int ret = imap_relay_local_reply(r, "%s %s\r\n", r->cur_tag, reply);
+	imap_append_free(&r->append);
+	return ret;
+}
+
 /* The first fragment of a client command: forward it, or answer it here. */
 static int imap_relay_client_command(imap_relay *r, const imap_frame *fr,
 				     bool *forward_r)
@@ -424,6 +456,14 @@ static int imap_relay_client_command(imap_relay *r, const imap_frame *fr,
 			return 0;
 		}
 	}
+	if (strcmp(cmd.name, "APPEND") == 0) {
+		/* Every APPEND is looked at: even with encrypt_append off, a
+		 * decrypted view must not go up as it is. */
+		r->append = imap_append_new(r->env, cmd.tag, cmd.tag_len);
+		const char *reply;
+		imap_append_status st = imap_append_feed(r->append, fr, cmd.args_pos, &reply);
+		return imap_relay_append_status(r, fr, st, reply);
+	}
 	if (strcmp(cmd.name, "IDLE") == 0) {
 		r->idle_pending = true;
 		r->idle_active = false;
@@ -463,9 +503,50 @@ static void imap_relay_client_error(imap_relay *r, const uint8_t *data, size_t l
 	r->result->client_error = true;
 }
 
+/* A synchronizing literal of an APPEND larger than max_literal_size: it is
+ * refused with a tagged NO instead of "+", so the client does not send it
+ * and the session goes on. True when handled (the fragment is consumed). */
+static bool imap_relay_append_too_large(imap_relay *r, const uint8_t *data, size_t len,
+					bool at_line_start, const char *error)
+{
+	if (strcmp(error, "literal too large") != 0 || r->idle_pending)
+		return false;
+	const uint8_t *lf = memchr(data, '\n', len);
+	if (lf == NULL)
+		return false;
+	size_t n = (size_t)(lf - data) + 1;
+	/* "...{N}\r\n": synchronizing, no '+' before the brace. */
+	size_t end = n - 1;
+	if (end > 0 && data[end - 1] == '\r')
+		end--;
+	if (end < 3 || data[end - 1] != '}' || data[end - 2] == '+')
+		return false;
+	char tag[IMAP_TAG_MAX + 1];
+	if (at_line_start) {
+		imap_command cmd;
+		const char *perror;
+		if (imap_parser_command(data, n, &cmd, &perror) < 0 || strcmp(cmd.name, "APPEND") != 0)
+			return false;
+		imap_relay_copy_tag(tag, cmd.tag, cmd.tag_len);
+	} else if (r->append != NULL) {
+		snprintf(tag, sizeof(tag), "%s", r->cur_tag);
+		imap_append_free(&r->append);
+	} else {
+		return false;
+	}
+	log_info(r->env->id, "receiving APPEND", "refused: literal larger than %llu bytes",
+		 (unsigned long long)r->c2s.max_literal);
+	/* The client's command ends with the refused literal. */
+	conn_consume(r->client, n);
+	r->result->bytes_from_client += n;
+	imap_framer_init(&r->c2s, r->c2s.max_line, r->c2s.max_literal);
+	return imap_relay_local_reply(r, "%s NO [TOOBIG] Message too large (limit %llu bytes).\r\n",
+				      tag, (unsigned long long)r->c2s.max_literal) == 0;
+}
+
 static int imap_relay_pump_client(imap_relay *r)
 {
-	while (!r->c2s_wait_cont && r->pending_fetch == NULL &&
+	while (!r->c2s_wait_cont && r->pending_fetch == NULL && r->pending_append == NULL &&
 	       r->local_len + IMAP_RELAY_LOCAL_REPLY_MAX <= sizeof(r->local)) {
 		size_t len;
 		const uint8_t *data = conn_input(r->client, &len);
@@ -476,6 +557,8 @@ static int imap_relay_pump_client(imap_relay *r)
 		if (ret == IMAP_PARSE_MORE)
 			return 0;
 		if (ret == IMAP_PARSE_ERROR) {
+			if (imap_relay_append_too_large(r, data, len, at_line_start, error))
+				continue;
 			imap_relay_client_error(r, data, len, at_line_start, error);
 			return -1;
 		}
@@ -483,6 +566,12 @@ static int imap_relay_pump_client(imap_relay *r)
 		if (fr.type == IMAP_FRAME_TEXT && fr.line_start) {
 			r->c2s_discard = false;
 			if (imap_relay_client_command(r, &fr, &forward) < 0)
+				return -1;
+		} else if (r->append != NULL) {
+			forward = false;
+			const char *reply;
+			imap_append_status st = imap_append_feed(r->append, &fr, 0, &reply);
+			if (imap_relay_append_status(r, &fr, st, reply) < 0)
 				return -1;
 		} else if (r->c2s_discard) {
 			forward = false;
@@ -554,7 +643,7 @@ static ssize_t imap_relay_fill(imap_relay *r, conn *c, bool from_client)
 
 static bool imap_relay_client_paused(const imap_relay *r)
 {
-	return r->c2s_wait_cont || r->pending_fetch != NULL ||
+	return r->c2s_wait_cont || r->pending_fetch != NULL || r->pending_append != NULL ||
 		r->local_len + IMAP_RELAY_LOCAL_REPLY_MAX > sizeof(r->local);
 }
 
@@ -590,6 +679,29 @@ static int imap_relay_run_fetch(imap_relay *r)
 		imap_relay_end(r, "serving a FETCH: %s", error);
 		return -1;
 	}
+	return 0;
+}
+
+/* The complete APPEND, prepared and sent while nothing else is in flight;
+ * the provider's tagged reply then comes through the relay. */
+static int imap_relay_run_append(imap_relay *r)
+{
+	if (imap_relay_flush_local(r) < 0)
+		return -1;
+	char error[256];
+	bool sent;
+	int ret = imap_append_run(r->pending_append, r->client, r->upstream, &sent, error,
+				  sizeof(error));
+	imap_append_free(&r->pending_append);
+	/* Whole responses were read: the provider's stream is at a line start. */
+	imap_framer_init(&r->s2c, r->s2c.max_line, r->s2c.max_literal);
+	r->last_upstream_activity = imap_relay_now_ms();
+	if (ret < 0) {
+		imap_relay_end(r, "serving an APPEND: %s", error);
+		return -1;
+	}
+	if (sent)
+		r->outstanding++;
 	return 0;
 }
 
@@ -638,6 +750,12 @@ void imap_relay_run(const session_env *env, conn *client, conn *upstream,
 			goto out;
 		if (r->pending_fetch != NULL && r->outstanding == 0 && !r->client_mid_line) {
 			if (imap_relay_run_fetch(r) < 0)
+				goto out;
+			read_up = read_client = true;
+			continue;
+		}
+		if (r->pending_append != NULL && r->outstanding == 0 && !r->client_mid_line) {
+			if (imap_relay_run_append(r) < 0)
 				goto out;
 			read_up = read_client = true;
 			continue;
@@ -718,5 +836,7 @@ void imap_relay_run(const session_env *env, conn *client, conn *upstream,
 out:
 	conn_flush(client);
 	free(r->pending_fetch);
+	imap_append_free(&r->append);
+	imap_append_free(&r->pending_append);
 	free(r);
 }

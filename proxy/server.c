@@ -51,6 +51,7 @@ struct server {
 	tls_client **gateway_tls_clis;	/* one per gateway (its next hop) */
 	keystore_db *db;		/* policy rules, decision log */
 	keystore_keys *keys;		/* key lookups, shared by all sessions */
+	keystore_keyring *keyring;	/* Autocrypt imports from inbound mail; NULL: none */
 	api *api;			/* the local control API; NULL when not served */
 	imap_view_pool *view_pool;	/* decryption threads, shared */
 	imap_view_cache *view_cache;	/* decrypted views, shared */
@@ -197,14 +198,20 @@ server *server_new(const config *cfg, const char **error_r)
 	srv->db = keystore_db_open(cfg->state_dir, error_r);
 	if (srv->db == NULL)
 		goto fail;
-	/* The server writes only its decision log: no message waits for an
-	 * fsync of it (keystore_db.h says what a power loss can cost). */
+	/* The server writes its decision log, view pins and Autocrypt peer
+	 * state: what a power loss may cost of them is re-learned or
+	 * re-decided (keystore_db.h), so no message waits for an fsync. */
 	if (keystore_db_set_durable(srv->db, false, error_r) < 0)
 		goto fail;
 	srv->keys = keystore_keys_new(cfg->gnupg_home, error_r);
 	if (srv->keys == NULL)
 		goto fail;
 	keystore_keys_use_db(srv->keys, srv->db);
+	const char *keyring_error;
+	srv->keyring = keystore_keyring_open(cfg->gnupg_home, srv->db, &keyring_error);
+	if (srv->keyring == NULL)
+		log_warn(NULL, "opening the keyring", "%s; Autocrypt headers of inbound mail are "
+			 "not read", keyring_error);
 	/* gpg is started from small worker processes, not from this large
 	 * multi-threaded one (crypto/gpgproc.h); before any session thread.
 	 * Without them gpg is started from here: slower, but it works. */
@@ -280,6 +287,7 @@ void server_free(server **srvp)
 	imap_view_cache_free(&srv->view_cache);
 	crypto_gpgproc_stop();
 	keystore_keys_free(&srv->keys);
+	keystore_keyring_close(&srv->keyring);
 	keystore_db_close(&srv->db);
 	if (srv->stop_pipe[0] >= 0)
 		close(srv->stop_pipe[0]);
@@ -403,6 +411,7 @@ static void server_accept(server *srv, listener *ls)
 		st->env.tls_cli = ls->tls_cli;
 		st->env.db = srv->db;
 		st->env.keys = srv->keys;
+		st->env.keyring = srv->keyring;
 		st->env.view_pool = srv->view_pool;
 		st->env.view_cache = srv->view_cache;
 		st->env.implicit_tls = ls->implicit_tls;

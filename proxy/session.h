@@ -11,6 +11,7 @@
 #include "imap_view_pool.h"
 #include "keystore_db.h"
 #include "keystore_keys.h"
+#include "keystore_keyring.h"
 #include "tls.h"
 
 typedef struct {
@@ -20,6 +21,7 @@ typedef struct {
 	tls_client *tls_cli;		/* upstream verification for this account */
 	keystore_db *db;		/* shared: policy rules, decision log */
 	keystore_keys *keys;		/* shared: key lookups */
+	keystore_keyring *keyring;	/* shared: Autocrypt key imports; NULL: none */
 	imap_view_pool *view_pool;	/* shared: threads that decrypt views */
 	imap_view_cache *view_cache;	/* shared: decrypted views in memory */
 	bool implicit_tls;		/* listener is imaps/smtps/pop3s */

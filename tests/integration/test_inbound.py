@@ -8,15 +8,21 @@ sections, partial ranges, sizes, BODYSTRUCTURE, ENVELOPE); plain messages
 stay byte-identical to what the provider serves; \\Seen behaves as with the
 provider; the view is the same in every session and after a restart (its
 signature status is pinned); ciphertext without integrity protection and
-forged X-Sealpost-* fields never reach the client; mbsync syncs plaintext."""
+forged X-Sealpost-* fields never reach the client; mbsync syncs plaintext.
+Every fetched message feeds Autocrypt: a plain message's header teaches
+carol's key, a header for another address teaches nothing, gossip inside an
+encrypted message is learned."""
 import base64
+import email.utils
 import imaplib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import uuid
 
@@ -27,6 +33,7 @@ import imap_fake  # noqa: E402
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
+CAROL = "carol@example.test"
 
 W = None
 
@@ -41,7 +48,7 @@ class World:
         self.keys = None
         self.extra = []
         try:
-            self.keys = gpgkeys.Keyrings([ALICE, BOB])
+            self.keys = gpgkeys.Keyrings([ALICE, BOB, CAROL])
             self.home = self.keys.sealpost_home(ALICE, [BOB])
             self.s = harness.Sealpost(self.p, global_={"gnupg_home": self.home})
         except BaseException:
@@ -747,6 +754,116 @@ SyncState *
         out = sync()
         after = sorted(n for sub in ("cur", "new") for n in os.listdir(os.path.join(local, box, sub)))
         self.assertEqual(before, after, out)
+
+
+# ---- Autocrypt -----------------------------------------------------------------
+
+def autocrypt_value(addr, user):
+    """An Autocrypt attribute string for addr with user's key, folded."""
+    key = W.keys.gpg(W.keys.user_home[user], "--export", "--export-options",
+                     "export-minimal", W.keys.fpr[user]).data
+    b64 = base64.b64encode(key).decode()
+    return ("addr=%s; keydata=\r\n %s" % (
+        addr, "\r\n ".join(b64[i:i + 76] for i in range(0, len(b64), 76)))).encode()
+
+
+def keys_of(s):
+    r = harness.run_sealpost("keys", "list", "--json", "--config", s.config_path)
+    assert r.returncode == 0, r.stderr
+    return {k["fingerprint"].upper(): k for k in json.loads(r.stdout)}
+
+
+def wait_log(s, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while text not in s.log_text():
+        if time.monotonic() > deadline:
+            raise AssertionError("%r not logged:\n%s" % (text, s.log_tail()))
+        time.sleep(0.05)
+
+
+class InboundAutocrypt(unittest.TestCase):
+
+    def fetch(self, s, msgid, items="(BODY.PEEK[])"):
+        m = login(s)
+        uid = uid_of(m, msgid)
+        got = fetch_items(m, uid, items)
+        m.logout()
+        return uid, got
+
+    def plain_from_carol(self, autocrypt_addr, frm=b"Carol <carol@example.test>"):
+        msgid = "ac-%s@example.test" % token()
+        raw = (b"From: " + frm + b"\r\n"
+               b"To: Alice <alice@example.test>\r\n"
+               b"Subject: Hello with Autocrypt\r\n"
+               b"Date: " + email.utils.formatdate().encode() + b"\r\n"
+               b"Message-ID: <" + msgid.encode() + b">\r\n"
+               b"Autocrypt: " + autocrypt_value(autocrypt_addr, CAROL) + b"\r\n"
+               b"Content-Type: text/plain\r\n\r\nHi Alice.\r\n")
+        deliver(raw)
+        return msgid, raw
+
+    def test_plain_header_teaches_the_key(self):
+        s = W.sealpost()
+        msgid, raw = self.plain_from_carol(CAROL)
+        self.assertNotIn(W.keys.fpr[CAROL], keys_of(s))
+        # A header-only fetch, as Thunderbird syncs, is enough; what the
+        # client gets is the provider's bytes.
+        d = direct()
+        want = fetch_items(d, uid_of(d, msgid), "(BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])")
+        d.logout()
+        uid, got = self.fetch(s, msgid, "(BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])")
+        self.assertEqual(got, want)
+        deadline = time.monotonic() + 10
+        while W.keys.fpr[CAROL] not in keys_of(s):
+            self.assertLess(time.monotonic(), deadline, s.log_tail())
+            time.sleep(0.1)
+        k = keys_of(s)[W.keys.fpr[CAROL]]
+        self.assertEqual(k["source"], "autocrypt")
+        self.assertIn(CAROL, k["addresses"])
+        # A plain message streams as it is.
+        uid, got = self.fetch(s, msgid)
+        self.assertTrue(got["BODY[]"].endswith(raw))
+
+    def test_header_for_another_address_teaches_nothing(self):
+        s = W.sealpost()
+        msgid, raw = self.plain_from_carol(CAROL, frm=b"Dave <dave@example.test>")
+        uid, got = self.fetch(s, msgid)
+        self.assertTrue(got["BODY[]"].endswith(raw))
+        wait_log(s, "UID %s <dave@example.test>" % uid)
+        self.assertNotIn(W.keys.fpr[CAROL], keys_of(s))
+
+    def test_gossip_inside_encryption_is_learned(self):
+        s = W.sealpost()
+        canary = ("CANARY-" + token()).encode()
+        msgid = "gossip-%s@example.test" % token()
+        gossip = b"Autocrypt-Gossip: " + autocrypt_value(CAROL, CAROL) + b"\r\n"
+        inner = (b"Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\";\r\n"
+                 b" hp=\"cipher\"\r\n"
+                 b"Subject: Gossip " + canary + b"\r\n"
+                 b"From: Bob <bob@example.test>\r\n"
+                 b"To: Alice <alice@example.test>\r\n"
+                 b"Cc: Carol <carol@example.test>\r\n" + gossip +
+                 b"\r\nWith gossip " + canary + b".\r\n")
+        armored = W.keys.encrypt(BOB, [ALICE], inner, sign=True)
+        deliver(pgp_mime(outer(msgid, extra=b"Cc: Carol <carol@example.test>\r\n"), armored))
+        # The same gossip outside the encryption of another message is not
+        # taken (fetched first).
+        omsgid = "ogossip-%s@example.test" % token()
+        plain = (outer(omsgid, subject=b"outer gossip",
+                       extra=b"Cc: Carol <carol@example.test>\r\n" + gossip) +
+                 b"Content-Type: text/plain\r\n\r\nplain\r\n")
+        deliver(plain)
+        ouid, _ = self.fetch(s, omsgid)
+        wait_log(s, "UID %s <bob@example.test>" % ouid)
+        self.assertNotIn(W.keys.fpr[CAROL], keys_of(s))
+        uid, got = self.fetch(s, msgid)
+        self.assertIn(b"With gossip " + canary, got["BODY[]"])
+        self.assertEqual(header_values(got["BODY[]"], "X-Sealpost-Decryption"), ["ok"])
+        deadline = time.monotonic() + 10
+        while W.keys.fpr[CAROL] not in keys_of(s):
+            self.assertLess(time.monotonic(), deadline, s.log_tail())
+            time.sleep(0.1)
+        self.assertIn(CAROL, keys_of(s)[W.keys.fpr[CAROL]]["addresses"])
 
 
 if __name__ == "__main__":
