@@ -96,8 +96,13 @@ static int cmd_check_config(int argc, char **argv)
 		fprintf(stderr, "%s\n", error);
 		return EXIT_CONFIG;
 	}
-	printf("%s: OK (%zu account%s)\n", argv[1], cfg->n_accounts,
-	       cfg->n_accounts == 1 ? "" : "s");
+	if (cfg->n_gateways == 0)
+		printf("%s: OK (%zu account%s)\n", argv[1], cfg->n_accounts,
+		       cfg->n_accounts == 1 ? "" : "s");
+	else
+		printf("%s: OK (%zu account%s, %zu gateway%s)\n", argv[1], cfg->n_accounts,
+		       cfg->n_accounts == 1 ? "" : "s", cfg->n_gateways,
+		       cfg->n_gateways == 1 ? "" : "s");
 	config_free(&cfg);
 	return EXIT_OK;
 }
@@ -222,6 +227,8 @@ static void main_print_endpoints(const config *cfg)
 			{ &a->imaps_listen, "IMAP, TLS" },
 			{ &a->smtp_listen, "SMTP submission, STARTTLS" },
 			{ &a->smtps_listen, "SMTP submission, TLS" },
+			{ &a->pop3_listen, "POP3, STLS" },
+			{ &a->pop3s_listen, "POP3, TLS" },
 		};
 		for (size_t j = 0; j < G_N_ELEMENTS(ls); j++) {
 			if (ls[j].l->port != 0)
@@ -231,6 +238,13 @@ static void main_print_endpoints(const config *cfg)
 			printf("    %-28s %s\n", "IMAP provider", a->imap_upstream.url);
 		if (a->smtp_upstream.host != NULL)
 			printf("    %-28s %s\n", "SMTP provider", a->smtp_upstream.url);
+		if (a->pop3_upstream.host != NULL)
+			printf("    %-28s %s\n", "POP3 provider", a->pop3_upstream.url);
+	}
+	for (size_t i = 0; i < cfg->n_gateways; i++) {
+		const config_gateway *gw = cfg->gateways[i];
+		printf("  gateway %s: MTA hands over at %s:%d, re-injected into %s\n", gw->name,
+		       gw->listen.host, gw->listen.port, gw->account.smtp_upstream.url);
 	}
 	if (tls_cert_fingerprint(cfg->tls_cert, fpr, sizeof(fpr), &error) == 0)
 		printf("  certificate %s\n  SHA-256 %s\n", cfg->tls_cert, fpr);
