@@ -9,16 +9,27 @@ stay byte-identical to what the provider serves; \\Seen behaves as with the
 provider; the view is the same in every session and after a restart (its
 signature status is pinned); ciphertext without integrity protection and
 forged X-Sealpost-* fields never reach the client; mbsync syncs plaintext.
+A whole session (every FETCH form, a non-PEEK fetch, STORE, IDLE, NOOP,
+mbsync) leaves the provider's Maildir files byte-identical but for the
+flags the client changed; curl fetches the view by UID; BODYSTRUCTURE of
+the view agrees with Python's email parse of BODY[] and with Dovecot's own
+BODYSTRUCTURE of the same bytes; a signed part wrapped next to added text
+is never reported good.
 Every fetched message feeds Autocrypt: a plain message's header teaches
 carol's key, a header for another address teaches nothing, gossip inside an
 encrypted message is learned."""
 import base64
+import email
+import email.policy
 import email.utils
+import hashlib
 import imaplib
 import json
 import os
 import re
 import shutil
+import smtplib
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -323,6 +334,47 @@ def encrypted_message(subject=None, sign=True, extra=b""):
     subject = subject or b"Protected subject " + canary
     armored = W.keys.encrypt(BOB, [ALICE], inner_mixed(subject, canary), sign=sign)
     return msgid, pgp_mime(outer(msgid, extra=extra), armored), canary
+
+
+def mbsync_config(box, local):
+    """An mbsyncrc pulling box from sealpost (IMAPS) into the local maildir
+    (made here); returns its path."""
+    os.makedirs(local)
+    conf = os.path.join(W.tmp, "mbsyncrc-" + box)
+    with open(conf, "w") as f:
+        f.write("""IMAPAccount sp
+Host localhost
+Port %(port)d
+User %(user)s
+Pass %(pw)s
+SSLType IMAPS
+CertificateFile %(cert)s
+PipelineDepth 5
+
+IMAPStore sp-remote
+Account sp
+
+MaildirStore local
+Path %(dir)s/
+Inbox %(dir)s/INBOX
+SubFolders Verbatim
+
+Channel sp
+Far :sp-remote:
+Near :local:
+Patterns %(box)s
+Create Near
+Sync Pull
+SyncState *
+""" % {"port": W.s.imaps_port, "user": ALICE, "pw": W.p.users[ALICE],
+       "cert": W.s.cert_path, "dir": local, "box": box})
+    os.chmod(conf, 0o600)
+    return conf
+
+
+def run_mbsync(conf):
+    return subprocess.run(["mbsync", "-V", "-c", conf, "-a"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=120)
 
 
 # ---- tests ---------------------------------------------------------------------
@@ -701,40 +753,10 @@ class Inbound(unittest.TestCase):
         deliver(outer("syncplain-%s@example.test" % token(), subject=b"plain") +
                 b"\r\nPlain body\r\n", mailbox=box)
         local = os.path.join(W.tmp, "maildir-" + box)
-        os.makedirs(local)
-        conf = os.path.join(W.tmp, "mbsyncrc-" + box)
-        with open(conf, "w") as f:
-            f.write("""IMAPAccount sp
-Host localhost
-Port %(port)d
-User %(user)s
-Pass %(pw)s
-SSLType IMAPS
-CertificateFile %(cert)s
-PipelineDepth 5
-
-IMAPStore sp-remote
-Account sp
-
-MaildirStore local
-Path %(dir)s/
-Inbox %(dir)s/INBOX
-SubFolders Verbatim
-
-Channel sp
-Far :sp-remote:
-Near :local:
-Patterns %(box)s
-Create Near
-Sync Pull
-SyncState *
-""" % {"port": W.s.imaps_port, "user": ALICE, "pw": W.p.users[ALICE],
-       "cert": W.s.cert_path, "dir": local, "box": box})
-        os.chmod(conf, 0o600)
+        conf = mbsync_config(box, local)
 
         def sync():
-            r = subprocess.run(["mbsync", "-V", "-c", conf, "-a"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=120)
+            r = run_mbsync(conf)
             self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace"))
             return r.stdout.decode(errors="replace")
 
@@ -754,6 +776,460 @@ SyncState *
         out = sync()
         after = sorted(n for sub in ("cur", "new") for n in os.listdir(os.path.join(local, box, sub)))
         self.assertEqual(before, after, out)
+
+
+# ---- provider files untouched, curl, BODYSTRUCTURE, a wrapped signature ------
+
+def maildir_state(mailbox):
+    """{file name without its ':2,...' suffix: (sha256 of the content,
+    flag letters)} of every message file of alice's mailbox on the provider
+    (new/ and cur/; a file in new/ has no flags)."""
+    out = {}
+    base = W.p.mailbox_dir(ALICE, mailbox)
+    for sub in ("new", "cur"):
+        d = os.path.join(base, sub)
+        for name in os.listdir(d):
+            if name.startswith("."):
+                continue
+            with open(os.path.join(d, name), "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            stem, _, info = name.partition(":")
+            flags = info[2:] if info.startswith("2,") else ""
+            assert stem not in out, (stem, out)
+            out[stem] = (digest, flags)
+    return out
+
+
+def msgid_of_file(mailbox, stem):
+    for sub in ("new", "cur"):
+        d = os.path.join(W.p.mailbox_dir(ALICE, mailbox), sub)
+        for name in os.listdir(d):
+            if name.partition(":")[0] == stem:
+                with open(os.path.join(d, name), "rb") as f:
+                    raw = f.read()
+                return re.search(rb"Message-ID: <([^>]+)>", raw).group(1).decode()
+    raise AssertionError("no file %s" % stem)
+
+
+def idle_briefly(m, seconds=0.5):
+    """IDLE (imaplib has no IDLE), wait, DONE; asserts the tagged OK."""
+    tag = m._new_tag()
+    del m.tagged_commands[tag]
+    m.send(tag + b" IDLE\r\n")
+    while True:
+        line = m.readline()
+        assert line, "connection closed in IDLE"
+        if line.startswith(b"+"):
+            break
+        assert line.startswith(b"* "), line
+    time.sleep(seconds)
+    m.send(b"DONE\r\n")
+    while True:
+        line = m.readline()
+        assert line, "connection closed after DONE"
+        if line.startswith(tag + b" "):
+            assert line.startswith(tag + b" OK"), line
+            return
+
+
+class BodystructureError(ValueError):
+    pass
+
+
+def parse_sexp(text):
+    """An IMAP parenthesised list (BODYSTRUCTURE) -> nested Python lists:
+    quoted strings and literals as bytes, NIL as None, numbers as int,
+    other atoms as bytes."""
+    pos = 0
+
+    def skip():
+        nonlocal pos
+        while pos < len(text) and text[pos:pos + 1] == b" ":
+            pos += 1
+
+    def value():
+        nonlocal pos
+        skip()
+        c = text[pos:pos + 1]
+        if c == b"(":
+            pos += 1
+            out = []
+            while True:
+                skip()
+                if pos >= len(text):
+                    raise BodystructureError("unterminated list")
+                if text[pos:pos + 1] == b")":
+                    pos += 1
+                    return out
+                out.append(value())
+        if c == b"\"":
+            pos += 1
+            out = bytearray()
+            while True:
+                if pos >= len(text):
+                    raise BodystructureError("unterminated string")
+                ch = text[pos:pos + 1]
+                if ch == b"\\":
+                    out += text[pos + 1:pos + 2]
+                    pos += 2
+                    continue
+                pos += 1
+                if ch == b"\"":
+                    return bytes(out)
+                out += ch
+        if c == b"{" or text[pos:pos + 2] == b"~{":
+            j = text.index(b"}", pos)
+            n = int(text[text.index(b"{", pos) + 1:j])
+            start = j + 3   # past "}\r\n"
+            pos = start + n
+            return text[start:pos]
+        j = pos
+        while j < len(text) and text[j:j + 1] not in (b" ", b"(", b")"):
+            j += 1
+        if j == pos:
+            raise BodystructureError("unexpected %r at %d" % (c, pos))
+        atom, pos = text[pos:j], j
+        if atom.upper() == b"NIL":
+            return None
+        if atom.isdigit():
+            return int(atom)
+        return atom
+
+    v = value()
+    skip()
+    if pos != len(text):
+        raise BodystructureError("trailing bytes at %d: %r" % (pos, text[pos:pos + 40]))
+    return v
+
+
+def entity_split(raw):
+    """(header bytes, body bytes) of a MIME entity (CRLF)."""
+    if raw.startswith(b"\r\n"):
+        return b"", raw[2:]
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    return (head + b"\r\n", body) if sep else (raw, b"")
+
+
+def multipart_children(body, boundary):
+    """The raw entities between the delimiters of a multipart body (RFC
+    2046: the CRLF before a delimiter belongs to the delimiter)."""
+    pieces = (b"\r\n" + body).split(b"\r\n--" + boundary)
+    out = []
+    for piece in pieces[1:]:
+        if piece.startswith(b"--"):
+            break
+        eol = piece.find(b"\r\n")
+        if eol < 0 or piece[:eol].strip(b" \t"):
+            raise AssertionError("bad delimiter line %r" % piece[:80])
+        out.append(piece[eol + 2:])
+    return out
+
+
+def param_dict(plist):
+    if plist is None:
+        return {}
+    assert len(plist) % 2 == 0, plist
+    return {plist[i].decode().lower(): plist[i + 1].decode() for i in range(0, len(plist), 2)}
+
+
+def compare_structure(tc, bs, part, raw, where="root"):
+    """Asserts that the BODYSTRUCTURE list bs describes the entity part
+    (from Python's email package) whose raw bytes are raw."""
+    head, body = entity_split(raw)
+    params = {k.lower(): v for k, v in part.get_params(header="content-type")[1:]} \
+        if part.get("Content-Type") else {}
+    if part.is_multipart():
+        n = 0
+        while n < len(bs) and isinstance(bs[n], list):
+            n += 1
+        kids = part.get_payload()
+        raws = multipart_children(body, part.get_boundary().encode())
+        tc.assertEqual(n, len(kids), where)
+        tc.assertEqual(len(raws), len(kids), where)
+        tc.assertEqual(bs[n].decode().lower(), part.get_content_subtype(), where)
+        tc.assertEqual(param_dict(bs[n + 1]), params, where)
+        for i in range(n):
+            compare_structure(tc, bs[i], kids[i], raws[i], "%s.%d" % (where, i + 1))
+        return
+    tc.assertEqual(bs[0].decode().lower(), part.get_content_maintype(), where)
+    tc.assertEqual(bs[1].decode().lower(), part.get_content_subtype(), where)
+    if part.get("Content-Type"):
+        tc.assertEqual(param_dict(bs[2]), params, where)
+    else:
+        tc.assertEqual(param_dict(bs[2]), {"charset": "us-ascii"}, where)
+    tc.assertEqual(bs[3], part["Content-ID"] and part["Content-ID"].encode(), where)
+    tc.assertEqual(bs[4], part["Content-Description"] and part["Content-Description"].encode(),
+                   where)
+    cte = (part["Content-Transfer-Encoding"] or "7bit").strip().lower()
+    tc.assertEqual(bs[5].decode().lower(), cte, where)
+    tc.assertEqual(bs[6], len(body), where)
+    if part.get_content_maintype() == "text":
+        # Line ends in the encoded body, as Dovecot counts them (a last
+        # line without CRLF, before a delimiter, is not counted).
+        lines = body.count(b"\n")
+        tc.assertEqual(bs[7], lines, where)
+        ext = bs[8:]
+    else:
+        ext = bs[7:]
+    # Extension data: MD5, then the disposition.
+    disp = part.get("Content-Disposition")
+    if len(ext) >= 2:
+        if disp is None:
+            tc.assertIsNone(ext[1], where)
+        else:
+            tc.assertEqual(ext[1][0].decode().lower(), disp.split(";")[0].strip().lower(), where)
+            dparams = part.get_params(header="content-disposition")[1:]
+            tc.assertEqual(param_dict(ext[1][1]), {k.lower(): v for k, v in dparams}, where)
+
+
+def structured_inner(canary):
+    """A multipart/mixed entity with protected headers: a UTF-8 quoted-
+    printable text part, a nested multipart/alternative, a base64 PDF
+    attachment with name and filename, and a text/plain attachment
+    without trailing CRLF."""
+    b1, b2 = "mix-" + token(), "alt-" + token()
+    pdf = b"%PDF-1.4\n" + canary + b"\n" + bytes(range(256)) * 8
+    return (b"Content-Type: multipart/mixed; boundary=\"" + b1.encode() + b"\";\r\n"
+            b" protected-headers=\"v1\"\r\n"
+            b"Subject: Structure " + canary + b"\r\n"
+            b"From: Bob <bob@example.test>\r\n"
+            b"To: Alice <alice@example.test>\r\n\r\n"
+            b"--" + b1.encode() + b"\r\n"
+            b"Content-Type: text/plain; charset=utf-8; format=flowed\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            b"Gr=C3=BC=C3=9Fe " + canary + b".\r\n"
+            b"A second line.\r\n"
+            b"--" + b1.encode() + b"\r\n"
+            b"Content-Type: multipart/alternative; boundary=\"" + b2.encode() + b"\"\r\n\r\n"
+            b"--" + b2.encode() + b"\r\n"
+            b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+            b"alternative text\r\n"
+            b"--" + b2.encode() + b"\r\n"
+            b"Content-Type: text/html; charset=us-ascii\r\n"
+            b"Content-Description: the html\r\n\r\n"
+            b"<p>alternative html</p>\r\n\r\n"
+            b"--" + b2.encode() + b"--\r\n"
+            b"--" + b1.encode() + b"\r\n"
+            b"Content-Type: application/pdf; name=\"report.pdf\"\r\n"
+            b"Content-Disposition: attachment; filename=\"report.pdf\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" +
+            base64.encodebytes(pdf).replace(b"\n", b"\r\n") +
+            b"--" + b1.encode() + b"\r\n"
+            b"Content-Type: text/plain; charset=us-ascii; name=\"notes.txt\"\r\n"
+            b"Content-Disposition: attachment; filename=\"notes.txt\"\r\n\r\n"
+            b"notes line 1\r\nnotes line 2 without end" +
+            b"\r\n--" + b1.encode() + b"--\r\n")
+
+
+class InboundFidelity(unittest.TestCase):
+    maxDiff = 4000
+
+    def test_provider_files_unchanged_by_a_session(self):
+        box = "Hash" + token()
+        d = direct()
+        self.assertEqual(d.create(box)[0], "OK")
+        d.logout()
+        enc, plain = {}, []
+        for i in range(6):
+            if i % 2 == 0:
+                msgid, raw, canary = encrypted_message()
+                enc[msgid] = canary
+            else:
+                msgid = "hashplain-%d-%s@example.test" % (i, token())
+                raw = outer(msgid, subject=b"plain %d" % i) + b"\r\nPlain body %d\r\n" % i
+                plain.append(msgid)
+            deliver(raw, mailbox=box)
+        before = maildir_state(box)
+        self.assertEqual(len(before), 6)
+        by_msgid = {msgid_of_file(box, stem): stem for stem in before}
+        self.assertEqual(set(by_msgid), set(enc) | set(plain))
+
+        m = login()
+        typ, data = m.select(box)
+        self.assertEqual(typ, "OK", data)
+        typ, data = m.fetch("1:*", "(BODYSTRUCTURE ENVELOPE RFC822.SIZE BODY.PEEK[] BODY.PEEK[1] "
+                                   "BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[]<0.1024>)")
+        self.assertEqual(typ, "OK", data)
+        bodies = b"".join(p[1] for p in data if isinstance(p, tuple))
+        for canary in enc.values():
+            self.assertIn(canary, bodies)
+        # One non-PEEK fetch of an encrypted message and one flag the client
+        # sets by STORE on a plain message.
+        seen_id = sorted(enc)[0]
+        seen_uid = uid_of(m, seen_id, mailbox=box, readonly=False)
+        got = fetch_items(m, seen_uid, "(BODY[])")
+        self.assertIn(enc[seen_id], got["BODY[]"])
+        flagged_id = plain[0]
+        flagged_uid = uid_of(m, flagged_id, mailbox=box, readonly=False)
+        typ, data = m.uid("STORE", flagged_uid, "+FLAGS", "(\\Flagged)")
+        self.assertEqual(typ, "OK", data)
+        idle_briefly(m)
+        self.assertEqual(m.noop()[0], "OK")
+        m.logout()
+        # And a client that syncs everything (PEEK) into a maildir of its own.
+        r = run_mbsync(mbsync_config(box, os.path.join(W.tmp, "maildir-" + box)))
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace"))
+
+        after = maildir_state(box)
+        self.assertEqual(sorted(after), sorted(before))
+        for msgid, stem in by_msgid.items():
+            with self.subTest(msgid=msgid):
+                self.assertEqual(after[stem][0], before[stem][0], "content changed")
+                want = set(before[stem][1])
+                if msgid == seen_id:
+                    want.add("S")
+                if msgid == flagged_id:
+                    want.add("F")
+                self.assertEqual(set(after[stem][1]), want)
+        # The provider still holds ciphertext only.
+        for path in W.p.messages(ALICE, box):
+            with open(path, "rb") as f:
+                raw = f.read()
+            self.assertNotIn(b"X-Sealpost", raw)
+            for canary in enc.values():
+                self.assertNotIn(canary, raw)
+
+    def curl(self, *args):
+        r = subprocess.run(["curl", "--silent", "--show-error", "--max-time", "60",
+                            "--cacert", W.s.cert_path] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=90)
+        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace"))
+        return r.stdout
+
+    def test_curl_fetches_the_view(self):
+        msgid, raw, canary = encrypted_message()
+        deliver(raw)
+        m = login()
+        uid = uid_of(m, msgid)
+        view = fetch_items(m, uid, "(BODY.PEEK[])")["BODY[]"]
+        m.logout()
+        cred = "%s:%s" % (ALICE, W.p.users[ALICE])
+        for url, extra in (("imap://127.0.0.1:%d/" % W.s.imap_port, ["--ssl-reqd"]),
+                           ("imaps://127.0.0.1:%d/" % W.s.imaps_port, [])):
+            with self.subTest(url=url):
+                got = self.curl(*extra, "-u", cred, url + "INBOX;UID=" + uid)
+                self.assertEqual(got, view)
+                self.assertIn(b"The secret text " + canary, got)
+                self.assertEqual(header_values(got, "X-Sealpost-Decryption"), ["ok"])
+                self.assertNotIn(b"BEGIN PGP MESSAGE", got)
+                self.assertNotIn(b"multipart/encrypted", got)
+
+    def send_through_outbound(self, inner_raw, msgid):
+        """inner_raw's parts sent by alice to herself through sealpost's
+        SMTP; returns once the provider holds the encrypted copy."""
+        ctx = ssl.create_default_context(cafile=W.s.cert_path)
+        head, body = entity_split(inner_raw)
+        msg = (b"From: Alice <alice@example.test>\r\n"
+               b"To: Alice <alice@example.test>\r\n"
+               b"Subject: Outbound structure\r\n"
+               b"Date: Mon, 03 Mar 2025 10:00:00 +0000\r\n"
+               b"Message-ID: <" + msgid.encode() + b">\r\n"
+               b"MIME-Version: 1.0\r\n" +
+               re.sub(rb";\r\n protected-headers=\"v1\"", b"",
+                      b"\r\n".join(l for l in head.split(b"\r\n")
+                                   if l.startswith(b"Content-Type") or l.startswith(b" "))) +
+               b"\r\n" + body)
+        c = smtplib.SMTP("127.0.0.1", W.s.smtp_port, timeout=120)
+        try:
+            c.starttls(context=ctx)
+            c.login(ALICE, W.p.users[ALICE])
+            self.assertEqual(c.sendmail(ALICE, [ALICE], msg), {})
+        finally:
+            c.quit()
+        deadline = time.monotonic() + 20
+        while True:
+            for raw in W.p.read_messages(ALICE):
+                if msgid.encode() in raw.partition(b"\r\n\r\n")[0]:
+                    self.assertIn(b"multipart/encrypted", raw)
+                    return
+            self.assertLess(time.monotonic(), deadline, "outbound copy not delivered")
+            time.sleep(0.1)
+
+    def test_bodystructure_matches_the_view(self):
+        canary = ("CANARY-" + token()).encode()
+        inner = structured_inner(canary)
+        gmsgid = "struct-%s@example.test" % token()
+        deliver(pgp_mime(outer(gmsgid), W.keys.encrypt(BOB, [ALICE], inner, sign=True)))
+        omsgid = "ostruct-%s@example.test" % token()
+        self.send_through_outbound(inner, omsgid)
+        for how, msgid in (("gpg", gmsgid), ("outbound", omsgid)):
+            with self.subTest(how):
+                m = login()
+                uid = uid_of(m, msgid)
+                got = fetch_items(m, uid, "(BODYSTRUCTURE BODY.PEEK[])")
+                m.logout()
+                view = got["BODY[]"]
+                self.assertEqual(header_values(view, "X-Sealpost-Decryption"), ["ok"])
+                self.assertIn(canary, view)
+                bs = parse_sexp(got["BODYSTRUCTURE"])
+                parsed = email.message_from_bytes(view, policy=email.policy.compat32)
+                self.assertEqual(parsed.get_content_type(), "multipart/mixed")
+                self.assertEqual(len(parsed.get_payload()), 4)
+                compare_structure(self, bs, parsed, view)
+                # The same bytes stored on the provider: Dovecot's own
+                # BODYSTRUCTURE of them is sealpost's.
+                box = "Scratch" + token()
+                d = direct()
+                try:
+                    self.assertEqual(d.create(box)[0], "OK")
+                    typ, data = d.append(box, None, None, view)
+                    self.assertEqual(typ, "OK", data)
+                    d.select(box, readonly=True)
+                    typ, data = d.fetch("1", "(BODYSTRUCTURE)")
+                    self.assertEqual(typ, "OK", data)
+                    want = parse_sexp(parse_fetch(data)["BODYSTRUCTURE"])
+                    d.close()
+                    d.delete(box)
+                finally:
+                    d.logout()
+                self.assertEqual(bs, want)
+
+    def test_wrapped_signed_part_is_not_good(self):
+        canary = ("CANARY-" + token()).encode()
+        signed_entity = (b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+                         b"Signed by Bob " + canary + b".\r\n")
+        sig = W.keys.gpg(W.keys.user_home[BOB], "--armor", "--detach-sign", "--digest-algo",
+                         "SHA256", "--local-user", W.keys.fpr[BOB], input=signed_entity).data
+        sb = "sig-" + token()
+        signed = (b"Content-Type: multipart/signed; micalg=pgp-sha256;\r\n"
+                  b" protocol=\"application/pgp-signature\"; boundary=\"" + sb.encode() +
+                  b"\"\r\n\r\n"
+                  b"--" + sb.encode() + b"\r\n" + signed_entity +
+                  b"\r\n--" + sb.encode() + b"\r\n"
+                  b"Content-Type: application/pgp-signature; name=\"signature.asc\"\r\n\r\n" +
+                  sig.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") +
+                  b"\r\n--" + sb.encode() + b"--\r\n")
+        wb = "wrap-" + token()
+        head, body = entity_split(signed)
+        wrapped = (b"Content-Type: multipart/mixed; boundary=\"" + wb.encode() + b"\"\r\n\r\n"
+                   b"--" + wb.encode() + b"\r\n"
+                   b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+                   b"Added by someone else " + canary + b".\r\n"
+                   b"--" + wb.encode() + b"\r\n" + signed +
+                   b"\r\n--" + wb.encode() + b"--\r\n")
+        # Encrypted to alice by anybody (no signature over the whole).
+        ids = {}
+        for name, entity in (("root", signed), ("wrapped", wrapped)):
+            ids[name] = "%s-%s@example.test" % (name, token())
+            deliver(pgp_mime(outer(ids[name]), W.keys.encrypt(BOB, [ALICE], entity)))
+        m = login()
+        views = {name: fetch_items(m, uid_of(m, mid), "(BODY.PEEK[])")["BODY[]"]
+                 for name, mid in ids.items()}
+        m.logout()
+        for name, view in views.items():
+            self.assertEqual(header_values(view, "X-Sealpost-Decryption"), ["ok"], name)
+            self.assertIn(b"Signed by Bob " + canary, view)
+        # The same signed part as the root of the decrypted content is good:
+        # the signature itself verifies.
+        sig = header_values(views["root"], "X-Sealpost-Signature")
+        self.assertEqual(len(sig), 1, views["root"][:1500])
+        self.assertTrue(sig[0].startswith("good " + W.keys.fpr[BOB]), sig)
+        # Wrapped next to added text: never good.
+        self.assertIn(b"Added by someone else " + canary, views["wrapped"])
+        sig = header_values(views["wrapped"], "X-Sealpost-Signature")
+        self.assertEqual(len(sig), 1, views["wrapped"][:1500])
+        self.assertFalse(sig[0].startswith("good"), sig)
+        self.assertRegex(sig[0], "^(partial|mismatch) " + W.keys.fpr[BOB])
 
 
 # ---- Autocrypt -----------------------------------------------------------------
