@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench: direct-to-provider against through-sealpost, measured side by side
 in one run on loopback (IMAP bulk FETCH, IMAP round trips, SMTP load), and
-sealpost's outbound encryption against raw GPGME encryption.
+sealpost's outbound encryption and inbound decryption against raw GPGME.
 
 Run through bench/run, which builds the optimised binaries first. Every path
 is measured several times, interleaved (A B C A B C ...), and the medians are
@@ -422,12 +422,15 @@ def main():
     ap.add_argument("--relay", required=True)
     ap.add_argument("--imap-client", required=True)
     ap.add_argument("--gpgme-encrypt", required=True)
+    ap.add_argument("--gpgme-decrypt",
+                    help="bench/gpgme_decrypt (built by bench/run): the raw-GPGME "
+                    "reference of the inbound part")
     ap.add_argument("--rounds", type=int, default=11,
                     help="measurements of each path (default 11)")
     ap.add_argument("--json", help="also write every sample to this file")
     ap.add_argument("--strict", action="store_true",
                     help="exit 1 when a target is missed")
-    ap.add_argument("--only", choices=("imap", "smtp", "outbound", "gateway"))
+    ap.add_argument("--only", choices=("imap", "smtp", "outbound", "gateway", "inbound"))
     ap.add_argument("--gateway-messages", type=int, default=GATEWAY_MESSAGES, metavar="N",
                     help=f"messages per gateway measurement (default {GATEWAY_MESSAGES})")
     ap.add_argument("--gateway-rounds", type=int, default=3, metavar="N",
@@ -435,6 +438,8 @@ def main():
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for the CPUs to be 85 %% idle")
     args = ap.parse_args()
+    if args.only in (None, "inbound") and not args.gpgme_decrypt:
+        ap.error("the inbound part needs --gpgme-decrypt")
 
     os.environ["SEALPOST_BIN"] = os.path.abspath(args.sealpost)
     os.environ.setdefault("SEALPOST_SOURCE_DIR", ROOT)
@@ -486,6 +491,9 @@ def main():
         if args.only in (None, "gateway"):
             bench_gateway(sink, os.path.abspath(args.gpgme_encrypt), args.gateway_rounds,
                           args.gateway_messages, report)
+    if args.only in (None, "inbound"):
+        bench_inbound(os.path.abspath(args.imap_client), os.path.abspath(args.gpgme_decrypt),
+                      args.rounds, report)
     load_after = loadavg()
 
     print()
@@ -1007,6 +1015,334 @@ def bench_gateway(sink, gpgme_encrypt, rounds, n, report):
         f"({paired(none, via, lambda b, v: v / b):.2f} paired); message {len(body)} "
         f"bytes, armored by raw GPGME {raw_size.get('out', 0)} bytes, relayed by "
         f"sealpost {statistics.median(sizes):.0f} bytes")
+
+
+# ---------------------------------------------------------------- inbound
+
+TARGET_COLD_VS_RAW = 1.1
+TARGET_WARM_VS_DIRECT = 0.5
+INBOUND_VIEW_CACHE = "256M"
+
+
+def inbound_inner(i):
+    """The content encrypted in message i: the body of make_message(i)
+    (CRLF, as MIME is canonical inside OpenPGP) under RFC 9788 protected
+    headers, so the decrypted view carries the same Subject as the
+    plaintext copy."""
+    body = make_message(i).split(b"\n\n", 1)[1]
+    return (b"Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\n"
+            b"Subject: benchmark message %d\r\n"
+            b"From: Bob <%s>\r\nTo: Alice <%s>\r\n\r\n" % (i, RCPT.encode(), USER.encode()) +
+            body.replace(b"\n", b"\r\n"))
+
+
+def inbound_encrypted(i, armored):
+    """Message i as a PGP/MIME message from bob to alice (LF line ends, as a
+    delivery agent stores it) around its armored ciphertext."""
+    boundary = b"enc-bench-%06d" % i
+    armored = armored.replace(b"\r\n", b"\n")
+    return (b"From: Bob <%s>\nTo: Alice <%s>\nSubject: ...\n"
+            b"Message-ID: <bench-enc-%d@example.test>\n"
+            b"Date: Thu, 01 Jan 2026 00:00:00 +0000\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\n"
+            b" boundary=\"%s\"\n\n"
+            b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\n"
+            b"--%s\nContent-Type: application/pgp-encrypted\n"
+            b"Content-Description: PGP/MIME version identification\n\nVersion: 1\n\n"
+            b"--%s\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\n"
+            b"Content-Disposition: inline; filename=\"encrypted.asc\"\n\n"
+            % (RCPT.encode(), USER.encode(), i, boundary, boundary, boundary) +
+            armored + b"\n--%s--\n" % boundary)
+
+
+def encrypt_inbound(home, fpr):
+    """The 1,000 armored ciphertexts (gpg, 2 at a time) of inbound_inner(i)
+    to alice's key, AES-256 and zlib as gpg chooses for her key."""
+    import concurrent.futures
+
+    def one(i):
+        r = subprocess.run(["gpg", "--homedir", home, "--batch", "--no-tty",
+                            "--trust-model", "always", "--armor", "--encrypt",
+                            "--recipient", fpr], input=inbound_inner(i),
+                           capture_output=True, timeout=120)
+        if r.returncode != 0 or not r.stdout.startswith(b"-----BEGIN PGP MESSAGE-----"):
+            raise RuntimeError("gpg --encrypt: " + r.stderr.decode(errors="replace"))
+        return r.stdout
+    with concurrent.futures.ThreadPoolExecutor(GPGME_THREADS) as pool:
+        return list(pool.map(one, range(N_MESSAGES)))
+
+
+def fill_maildir(provider, user, password, messages):
+    """Writes messages (bytes) into the user's Maildir new/, as populate()
+    does; a first login creates the Maildir."""
+    Imap(provider.imaps_port, provider.ca_cert).login_select_logout(user, password)
+    maildir = provider.maildir(user)
+    st = os.stat(maildir)
+    stamp = int(time.time())
+    for i, raw in enumerate(messages):
+        name = f"{stamp}.M{i:06d}P{os.getpid()}.inbound"
+        tmp = os.path.join(maildir, "tmp", name)
+        with open(tmp, "wb") as f:
+            f.write(raw)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, os.path.join(maildir, "new", name))
+
+
+def agent_pids(home):
+    """PIDs of the gpg-agent serving one GnuPG home (its command line names
+    the home)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"gpg-agent" and home.encode() in argv:
+            out.append(int(name))
+    return out
+
+
+def tree_cpu(pid):
+    """CPU time of a process and all its live descendants, each with the
+    children it has waited for (sealpost, its OpenPGP worker processes and
+    the intermediate processes GPGME forks there)."""
+    if pid is None:
+        return 0.0
+    return sum(cpu_seconds(p, reaped=True) for p in harness.process_tree([pid]))
+
+
+def checked_bulk(client, what):
+    """(seconds, bytes) of one UID FETCH 1:* (BODY.PEEK[]) that returned
+    every message."""
+    seconds, size, fetches = client._ask("bulk")
+    if int(fetches) != N_MESSAGES:
+        raise RuntimeError(f"{what}: the bulk fetch returned {fetches} messages")
+    return float(seconds), int(size)
+
+
+def verify_views(port, password):
+    """Every message through sealpost must be a decrypted view; returns the
+    view's byte count. Python's imaplib, plaintext on loopback."""
+    import imaplib
+    m = imaplib.IMAP4("127.0.0.1", port)
+    try:
+        m.login(USER, password)
+        m.select("INBOX", readonly=True)
+        typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[])")
+        if typ != "OK":
+            raise RuntimeError(f"FETCH through sealpost: {typ} {data}")
+        bodies = [d[1] for d in data if isinstance(d, tuple)]
+    finally:
+        try:
+            m.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass
+    ok = sum(1 for b in bodies if b"\r\nX-Sealpost-Decryption: ok\r\n" in b and
+             b"BEGIN PGP MESSAGE" not in b and b"benchmark message" in b)
+    if len(bodies) != N_MESSAGES or ok != N_MESSAGES:
+        raise RuntimeError(f"through sealpost {ok} of {len(bodies)} messages were "
+                           "decrypted views")
+    return sum(len(b) for b in bodies)
+
+
+def run_gpgme_decrypt(binary, home, path):
+    """(seconds, ops/s, mean plaintext bytes) of bench/gpgme_decrypt.c
+    decrypting every ciphertext in path on GPGME_THREADS threads."""
+    out = subprocess.run([binary, "--homedir", home, "--threads", str(GPGME_THREADS), path],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError("gpgme_decrypt failed: " + out.stderr.strip())
+    fields = dict(kv.split("=") for kv in out.stdout.split())
+    if int(fields["ops"]) != N_MESSAGES:
+        raise RuntimeError(f"gpgme_decrypt decrypted {fields['ops']} messages")
+    return float(fields["seconds"]), float(fields["ops_per_s"]), int(fields["out_bytes"])
+
+
+def bench_inbound(imap_client, gpgme_decrypt, rounds, report):
+    """Cold and warm view cache through sealpost against raw GPGME and a
+    direct plaintext fetch; a provider of its own (alice: the ciphertexts,
+    bob: the same messages in plaintext)."""
+    scratch = tempfile.mkdtemp(prefix="spbench-in-")
+    home = os.path.join(scratch, "gnupg")
+    p = None
+    try:
+        from provider import make_demo_keys
+        log(f"inbound: generating an ECC key (ed25519 + cv25519) for {USER}")
+        fpr = make_demo_keys(home, [USER])[USER]
+        log(f"inbound: encrypting {N_MESSAGES} x {MESSAGE_SIZE // 1024} KiB to {USER}'s key")
+        armored = encrypt_inbound(home, fpr)
+        cipher_path = os.path.join(scratch, "ciphertexts.asc")
+        with open(cipher_path, "wb") as f:
+            # The armored parts exactly as stored in the maildir files.
+            f.write(b"".join(a.replace(b"\r\n", b"\n") for a in armored))
+        p = harness.Provider(rawlog=False)
+        p.__enter__()
+        log(f"inbound: {USER}'s INBOX gets the PGP/MIME messages, "
+            f"{RCPT}'s the same messages in plaintext")
+        fill_maildir(p, USER, p.users[USER], [inbound_encrypted(i, a)
+                                              for i, a in enumerate(armored)])
+        fill_maildir(p, RCPT, p.users[RCPT], [make_message(i) for i in range(N_MESSAGES)])
+        p.wait_for_messages(USER, N_MESSAGES, timeout=60)
+        p.wait_for_messages(RCPT, N_MESSAGES, timeout=60)
+        stored = sum(os.path.getsize(x) for x in p.messages(USER, "INBOX"))
+        account = {"imap_upstream": f"imaps://localhost:{p.imaps_port}"}
+        glob = {"log_level": None, "log_file": None, "gnupg_home": home,
+                "view_cache_size": INBOUND_VIEW_CACHE}
+        res = {}
+        with harness.Sealpost(p, account=account, global_=glob) as s:
+            RAW = f"raw GPGME, {GPGME_THREADS} threads"
+            COLD = "sealpost, cold cache"
+            WARM = "sealpost, warm cache"
+            WARM_TLS = "sealpost, warm cache, client TLS"
+            DIRECT = "direct plaintext, client TLS"
+            for name in (RAW, COLD, WARM, WARM_TLS, DIRECT):
+                res[name] = Case(name, None)
+                res[name].cpu["agent"] = 0.0
+                res[name].cpu["sealpost"] = 0.0
+                res[name].cpu["own"] = 0.0
+                res[name].seconds = []
+            direct = ImapClient(imap_client, p.imaps_port, RCPT, p.users[RCPT], p.ca_cert)
+            sizes = {}
+            try:
+                log("inbound warm-up (Dovecot indexes the mail, gpg-agent starts)")
+                sizes[DIRECT] = checked_bulk(direct, DIRECT)[1]
+                raw_out = run_gpgme_decrypt(gpgme_decrypt, home, cipher_path)[2]
+                view_bytes = verify_views(s.imap_port, p.users[USER])
+
+                def measure(name, fn, client_pid, proxy_pid):
+                    c = res[name]
+
+                    def snap():
+                        if client_pid:
+                            client = cpu_seconds(client_pid)
+                        else:
+                            t = os.times()
+                            client = t.children_user + t.children_system
+                        return {"provider": sum(cpu_seconds(q, reaped=True)
+                                                for q in provider_pids(p)),
+                                "sealpost": tree_cpu(proxy_pid),
+                                "own": cpu_seconds(proxy_pid) if proxy_pid else 0.0,
+                                "agent": sum(cpu_seconds(q) for q in agent_pids(home)),
+                                "client": client}
+                    before = snap()
+                    seconds, size = fn()
+                    after = snap()
+                    for who in after:
+                        c.cpu[who] += after[who] - before[who]
+                    c.cpu["gpg"] += reap_gpg()
+                    c.values.append(N_MESSAGES / seconds)
+                    c.seconds.append(seconds)
+                    if size is not None:
+                        sizes[name] = size
+
+                log(f"inbound, {rounds} rounds")
+                set_subreaper(True)
+                try:
+                    reap_gpg()
+                    for _ in range(rounds):
+                        measure(RAW, lambda: run_gpgme_decrypt(gpgme_decrypt, home,
+                                                               cipher_path)[:1] + (None,),
+                                None, None)
+                        # A fresh sealpost: an empty view cache, its worker
+                        # processes started; then log in (not timed).
+                        s.restart()
+                        time.sleep(1.0)
+                        through = ImapClient(imap_client, s.imap_port, USER, p.users[USER])
+                        try:
+                            through_tls = ImapClient(imap_client, s.imaps_port, USER,
+                                                     p.users[USER], s.cert_path)
+                        except Exception:
+                            through.close()
+                            raise
+                        try:
+                            measure(COLD, lambda: checked_bulk(through, COLD),
+                                    through.proc.pid, s.pid)
+                            measure(WARM, lambda: checked_bulk(through, WARM),
+                                    through.proc.pid, s.pid)
+                            measure(WARM_TLS, lambda: checked_bulk(through_tls, WARM_TLS),
+                                    through_tls.proc.pid, s.pid)
+                        finally:
+                            through.close()
+                            through_tls.close()
+                        measure(DIRECT, lambda: checked_bulk(direct, DIRECT),
+                                direct.proc.pid, None)
+                finally:
+                    set_subreaper(False)
+                    reap_gpg()
+            finally:
+                direct.close()
+            log_text = s.log_text()
+    finally:
+        gpgconf_kill(home)
+        if p is not None:
+            p.__exit__(None, None, None)
+        shutil.rmtree(scratch, ignore_errors=True)
+    report["samples"]["inbound_seconds"] = {n: c.seconds for n, c in res.items()}
+
+    raw, cold, warm, warm_tls, dire = (res[RAW], res[COLD], res[WARM], res[WARM_TLS],
+                                       res[DIRECT])
+    rows = report["rows"]
+    rows.append("")
+    rows.append(f"Inbound decryption: UID FETCH 1:* (BODY.PEEK[]) of {N_MESSAGES} PGP/MIME "
+                f"messages ({MESSAGE_SIZE // 1024} KiB of plaintext each, encrypted by gpg "
+                f"to alice's ECC key, {stored / 1e6:.1f} MB stored), client plaintext -> "
+                "sealpost -> Dovecot (TLS); cold: a freshly started sealpost, warm: the same "
+                "fetch again (and once more with client TLS); raw GPGME: the same "
+                f"{N_MESSAGES} armored parts, "
+                f"{GPGME_THREADS} threads, decrypt+verify, memory to memory; direct: the "
+                "same messages in plaintext (bob's INBOX), client TLS to Dovecot; "
+                "CPU in us per message (sealpost: its process tree, workers included, "
+                "own: the sealpost process alone; "
+                "gpg: the gpg processes; agent: gpg-agent)")
+    rows.append(f"  {'path':<34} {'ms':>8} {'msg/s':>7}  {'ratio (paired)':<26}"
+                " CPU us: provider sealpost (own)  client   gpg agent")
+
+    def med_s(c):
+        return statistics.median(c.seconds)
+
+    def paired_s(base, c, fn):
+        return statistics.median(fn(b, v) for b, v in zip(base.seconds, c.seconds))
+    cold_ratio = med_s(cold) / med_s(raw)
+    warm_ratio = med_s(dire) / med_s(warm)
+    ratio_text = {
+        COLD: (f"{cold_ratio:.2f}x raw time ({paired_s(raw, cold, lambda b, v: v / b):.2f})",
+               cold_ratio <= TARGET_COLD_VS_RAW, f"<= {TARGET_COLD_VS_RAW}x", "inbound cold"),
+        WARM: (f"{warm_ratio:.2f}x direct ({paired_s(dire, warm, lambda b, v: b / v):.2f})",
+               warm_ratio >= TARGET_WARM_VS_DIRECT, f">= {TARGET_WARM_VS_DIRECT}x",
+               "inbound warm"),
+        WARM_TLS: (f"{med_s(dire) / med_s(warm_tls):.2f}x direct "
+                   f"({paired_s(dire, warm_tls, lambda b, v: b / v):.2f})", True, None, None),
+    }
+    scale = 1e6 / N_MESSAGES
+    for name, c in res.items():
+        line = f"  {name:<34} {med_s(c) * 1e3:8.0f} {N_MESSAGES / med_s(c):7.0f}  "
+        verdict_text = ""
+        if name in ratio_text:
+            text, ok, target, tname = ratio_text[name]
+            line += f"{text:<26}"
+            if target is not None:
+                verdict_text = f"  [target {target}: {verdict(ok)}]"
+            if not ok:
+                report["missed"].append(tname)
+        else:
+            line += " " * 26
+        per = {k: v / len(c.seconds) * scale for k, v in c.cpu.items()}
+        sp = (f"{per['sealpost']:8.0f} {'(%.0f)' % per['own']:>6}"
+              if name in (COLD, WARM, WARM_TLS) else "       -       ")
+        line += (f" {per['provider']:16.0f} {sp} {per['client']:6.0f} {per['gpg']:5.0f}"
+                 f" {per['agent']:5.0f}")
+        rows.append(line + verdict_text)
+    rows.append("  per round (ms): " + "; ".join(
+        f"{n}: " + ", ".join(f"{v * 1e3:.0f}" for v in c.seconds) for n, c in res.items()))
+    failed = log_text.count("failed")
+    rows.append(f"  bytes on the wire: through sealpost {sizes.get(COLD, 0)} (views "
+                f"{view_bytes} by imaplib), direct plaintext {sizes.get(DIRECT, 0)}; raw "
+                f"GPGME plaintext {raw_out} bytes per message; sealpost log lines with "
+                f"'failed': {failed}")
 
 
 if __name__ == "__main__":
