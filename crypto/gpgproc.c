@@ -140,6 +140,7 @@ static struct {
 	gpgproc_slot *slots;
 	size_t n;
 	char *home;
+	char *exe;		/* what is started: see gpgproc_worker_exe */
 	unsigned timeout_ms;
 } gpgproc = { .timeout_ms = GPGPROC_DEFAULT_TIMEOUT_MS };
 
@@ -232,12 +233,13 @@ static int gpgproc_spawn(gpgproc_slot *s, const char **error_r)
 	 * operation under way; the worker ends when its socket closes. */
 	posix_spawnattr_setpgroup(&attr, 0);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
-	char *argv[] = { "sealpost", CRYPTO_GPGPROC_WORKER_ARG, gpgproc.home != NULL ? "--home" : NULL,
+	bool self = strcmp(gpgproc.exe, "/proc/self/exe") == 0;
+	char *argv[] = { self ? "sealpost" : CRYPTO_GPGPROC_WORKER_EXE, CRYPTO_GPGPROC_WORKER_ARG, gpgproc.home != NULL ? "--home" : NULL,
 			 gpgproc.home, NULL };
 	pid_t pid;
 	/* glibc's posix_spawn shares the address space until exec (no page
 	 * tables are copied), so it is cheap from the large process too. */
-	int err = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+	int err = posix_spawn(&pid, gpgproc.exe, &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	close(sv[1]);
@@ -299,6 +301,26 @@ static int gpgproc_start_slot(gpgproc_slot *s, const char **error_r)
 	return 0;
 }
 
+/* The program a worker runs: sealpost-gpgworker next to this executable,
+ * built from the same sources and linking only what OpenPGP needs, so its
+ * address space is small and every fork GPGME makes of it to start gpg is
+ * cheap; else this executable itself (/proc/self/exe). g_free. */
+static char *gpgproc_worker_exe(void)
+{
+	char *self = g_file_read_link("/proc/self/exe", NULL);
+	if (self != NULL) {
+		char *dir = g_path_get_dirname(self);
+		char *exe = g_build_filename(dir, CRYPTO_GPGPROC_WORKER_EXE, NULL);
+		g_free(dir);
+		g_free(self);
+		if (g_file_test(exe, G_FILE_TEST_IS_EXECUTABLE) &&
+		    g_file_test(exe, G_FILE_TEST_IS_REGULAR))
+			return exe;
+		g_free(exe);
+	}
+	return g_strdup("/proc/self/exe");
+}
+
 int crypto_gpgproc_start(unsigned n, const char *gnupg_home, const char **error_r)
 {
 	if (n == 0)
@@ -312,6 +334,8 @@ int crypto_gpgproc_start(unsigned n, const char *gnupg_home, const char **error_
 		return -1;
 	}
 	gpgproc.home = g_strdup(gnupg_home);
+	g_free(gpgproc.exe);
+	gpgproc.exe = gpgproc_worker_exe();
 	gpgproc.slots = g_new0(gpgproc_slot, n);
 	gpgproc.n = n;
 	for (size_t i = 0; i < n; i++)
@@ -339,6 +363,8 @@ int crypto_gpgproc_start(unsigned n, const char *gnupg_home, const char **error_
 		gpgproc.n = 0;
 		g_free(gpgproc.home);
 		gpgproc.home = NULL;
+		g_free(gpgproc.exe);
+		gpgproc.exe = NULL;
 		return -1;
 	}
 	/* A process that did not start is tried again when it is borrowed. */
@@ -382,6 +408,8 @@ void crypto_gpgproc_stop(void)
 	gpgproc.n = 0;
 	g_free(gpgproc.home);
 	gpgproc.home = NULL;
+	g_free(gpgproc.exe);
+	gpgproc.exe = NULL;
 	g_cond_broadcast(&gpgproc.freed);
 	g_mutex_unlock(&gpgproc.lock);
 }

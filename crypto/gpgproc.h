@@ -19,6 +19,8 @@
  * crypto_gpgproc_worker_main when it sees it (sealpost's main does, and so
  * does any test that starts a pool). Not a command a user types. */
 #define CRYPTO_GPGPROC_WORKER_ARG "__gpgproc-worker"
+/* The small program workers run when it stands next to sealpost. */
+#define CRYPTO_GPGPROC_WORKER_EXE "sealpost-gpgworker"
 
 /* Starts n worker processes (0: two per CPU) running /proc/self/exe with
  * CRYPTO_GPGPROC_WORKER_ARG, each with gnupg_home (NULL: GnuPG's default).
