@@ -246,6 +246,9 @@ static void main_print_endpoints(const config *cfg)
 		printf("  gateway %s: MTA hands over at %s:%d, re-injected into %s\n", gw->name,
 		       gw->listen.host, gw->listen.port, gw->account.smtp_upstream.url);
 	}
+	if (!cfg->api_listen_default)
+		printf("  local API http://%s:%d/api/v1/ (token: sealpost pair)\n",
+		       cfg->api_listen.host, cfg->api_listen.port);
 	if (tls_cert_fingerprint(cfg->tls_cert, fpr, sizeof(fpr), &error) == 0)
 		printf("  certificate %s\n  SHA-256 %s\n", cfg->tls_cert, fpr);
 	printf("  log in with the provider's user name and password.\n\n");

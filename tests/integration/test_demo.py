@@ -2,7 +2,9 @@
 the demo provider, serves alice in front of it on the documented ports,
 relays real mail, and on SIGTERM stops the provider and removes its
 folder."""
+import http.client
 import imaplib
+import poplib
 import os
 import re
 import signal
@@ -15,7 +17,7 @@ import time
 import unittest
 
 SEALPOST = os.environ.get("SEALPOST_BIN", "build/proxy/sealpost")
-DEMO_PORTS = (1143, 1993, 1587, 1465)
+DEMO_PORTS = (1143, 1993, 1587, 1465, 1110, 1995, 7587)
 
 
 def port_busy(port):
@@ -91,6 +93,22 @@ class DemoTest(unittest.TestCase):
         self.assertIn(b"Subject: demo canary", raw)
         self.assertIn(b"through the demo", raw)
         imap.logout()
+        # POP3 too shows it decrypted.
+        pop = poplib.POP3("127.0.0.1", 1110, timeout=20)
+        pop.stls(context=ctx)
+        pop.user("bob@example.test")
+        pop.pass_("bob-pw")
+        count, _ = pop.stat()
+        retr = b"\r\n".join(pop.retr(count)[1])
+        self.assertIn(b"X-Sealpost-Decryption: ok", retr)
+        self.assertIn(b"through the demo", retr)
+        pop.quit()
+        # The local API is served, behind its token.
+        self.assertIn("local API http://127.0.0.1:7587/api/v1/", t)
+        api = http.client.HTTPConnection("127.0.0.1", 7587, timeout=10)
+        api.request("GET", "/api/v1/status")
+        self.assertEqual(api.getresponse().status, 401)
+        api.close()
         # What the provider stores: ciphertext only.
         stored = []
         for root, _, files in os.walk(demo_dir):

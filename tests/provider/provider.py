@@ -1141,6 +1141,7 @@ def write_sealpost_conf(path, provider, account="alice"):
 [sealpost]
 state_dir = %(dir)s/state
 gnupg_home = %(dir)s/gnupg
+api_listen = 127.0.0.1:7587
 
 [account %(account)s]
 address = %(addr)s
@@ -1148,13 +1149,16 @@ imap_listen = 127.0.0.1:1143
 imaps_listen = 127.0.0.1:1993
 smtp_listen = 127.0.0.1:1587
 smtps_listen = 127.0.0.1:1465
+pop3_listen = 127.0.0.1:1110
+pop3s_listen = 127.0.0.1:1995
 imap_upstream = imap://%(host)s:%(imap)d
 smtp_upstream = smtp://%(host)s:%(sub)d
+pop3_upstream = pop3://%(host)s:%(pop3)d
 upstream_ca_file = %(ca)s
 """ % {"account": account, "dir": D, "addr": provider.address(account),
        "users": ", ".join(provider.users), "host": provider.hostname,
        "imap": provider.imap_port, "sub": provider.submission_port,
-       "ca": provider.ca_cert}
+       "pop3": provider.pop3_port, "ca": provider.ca_cert}
     with open(path, "w") as f:
         f.write(text)
     return path
