@@ -13,18 +13,11 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "cli_common.h"
 #include "config.h"
 #include "keystore.h"
 #include "keystore_db.h"
 #include "keystore_keyring.h"
-
-/* The exit codes of docs/cli.md, as in main.c. */
-enum {
-	CLI_EXIT_OK = 0,
-	CLI_EXIT_RUNTIME = 1,
-	CLI_EXIT_USAGE = 2,
-	CLI_EXIT_CONFIG = 3,
-};
 
 /* Which options a command takes. */
 enum {
@@ -103,37 +96,6 @@ static const char cli_keys_summary[] =
 	"keyring is the configuration's gnupg_home; sources and acceptance live in\n"
 	"STATE_DIR/sealpost.db. Passphrases are read from the terminal without echo,\n"
 	"or from the first line of standard input with --passphrase-stdin.";
-
-/* Same rule as `sealpost serve`: the per-user config when it exists. */
-static char *cli_keys_default_config(void)
-{
-	char *path = g_build_filename(g_get_user_config_dir(), "sealpost",
-				      "sealpost.conf", NULL);
-	if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
-		return path;
-	g_free(path);
-	return NULL;
-}
-
-/* What the user typed, safe to echo on one line of a terminal. */
-static char *cli_keys_printable(const char *s)
-{
-	char *valid = g_utf8_make_valid(s, -1);
-	GString *out = g_string_new("");
-	for (const char *p = valid; *p != '\0'; p = g_utf8_next_char(p)) {
-		if (g_utf8_pointer_to_offset(valid, p) >= 80) {
-			g_string_append(out, "...");
-			break;
-		}
-		gunichar c = g_utf8_get_char(p);
-		if (g_unichar_iscntrl(c))
-			g_string_append_c(out, '?');
-		else
-			g_string_append_unichar(out, c);
-	}
-	g_free(valid);
-	return g_string_free(out, FALSE);
-}
 
 /* YYYY-MM-DD in UTC (g_free). */
 static char *cli_keys_date(int64_t t)
@@ -351,7 +313,7 @@ static int cli_keys_pp_fn(void *ctx, const char *hint, bool again, char *buf, si
 		return -1;
 	}
 	if (p->secret == NULL) {
-		char *printable = cli_keys_printable(hint != NULL ? hint : "the key");
+		char *printable = cli_printable(hint != NULL ? hint : "the key");
 		char *prompt = g_strdup_printf("Passphrase for %s: ", printable);
 		int r = cli_keys_pp_read(p, prompt);
 		g_free(prompt);
@@ -559,7 +521,7 @@ static char *cli_keys_read_input(const char *path, size_t *len_r, int *exit_r)
 	if (!from_stdin) {
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 		if (fd < 0) {
-			char *p = cli_keys_printable(path);
+			char *p = cli_printable(path);
 			fprintf(stderr, "sealpost keys import: cannot open %s: %s\n", p, strerror(errno));
 			g_free(p);
 			return NULL;
@@ -581,7 +543,7 @@ static char *cli_keys_read_input(const char *path, size_t *len_r, int *exit_r)
 	}
 	if (!from_stdin)
 		close(fd);
-	char *p = cli_keys_printable(name);
+	char *p = cli_printable(name);
 	if (err != 0) {
 		fprintf(stderr, "sealpost keys import: cannot read %s: %s\n", p, strerror(err));
 	} else if (len > KEYSTORE_IMPORT_MAX) {
@@ -643,7 +605,7 @@ static int cli_keys_export(keystore_keyring *kr, const cli_keys_opts *o, const c
 	size_t n;
 	const char *error;
 	if (keystore_keyring_list(kr, what, &keys, &n, &error) < 0) {
-		char *p = cli_keys_printable(what);
+		char *p = cli_printable(what);
 		fprintf(stderr, "sealpost keys export: %s: %s\n", p, error);
 		g_free(p);
 		return CLI_EXIT_RUNTIME;
@@ -653,7 +615,7 @@ static int cli_keys_export(keystore_keyring *kr, const cli_keys_opts *o, const c
 		if (!o->secret || keys[i].own)
 			g_ptr_array_add(fprs, keys[i].fingerprint);
 	int ret = CLI_EXIT_OK;
-	char *p = cli_keys_printable(what);
+	char *p = cli_printable(what);
 	if (fprs->len == 0) {
 		fprintf(stderr, "sealpost keys export: no %skey for %s\n", o->secret ? "secret " : "", p);
 		ret = CLI_EXIT_RUNTIME;
@@ -706,7 +668,7 @@ static int cli_keys_by_fpr(keystore_keyring *kr, const char *cmd, const char *te
 	keystore_keyring_key *keys;
 	size_t n;
 	if (keystore_fingerprint_normalise(text, fpr, sizeof(fpr), &error) < 0) {
-		char *p = cli_keys_printable(text);
+		char *p = cli_printable(text);
 		fprintf(stderr, "sealpost keys %s: invalid FPR '%s': %s\n", cmd, p, error);
 		g_free(p);
 		return CLI_EXIT_USAGE;
@@ -973,14 +935,14 @@ static int cli_keys_decide(keystore_keyring *kr, keystore_db *db, const cli_keys
 		return CLI_EXIT_RUNTIME;
 	}
 	if (!found) {
-		char *pr = cli_keys_printable(text);
+		char *pr = cli_printable(text);
 		fprintf(stderr, "sealpost keys %s: no pending key change %s (see sealpost keys "
 			"pending)\n", cmd, pr);
 		g_free(pr);
 		return CLI_EXIT_RUNTIME;
 	}
 	int ret = CLI_EXIT_OK;
-	char *addr = cli_keys_printable(p.addr);
+	char *addr = cli_printable(p.addr);
 	if (accept && !o->yes && !cli_keys_interactive()) {
 		fprintf(stderr, "sealpost keys accept: the question needs a terminal; give --yes "
 			"once you checked the new key with %s\n", addr);
@@ -1042,7 +1004,7 @@ static const cli_keys_command *cli_keys_check_args(int argc, char **argv, const 
 		if (strcmp(argv[1], cli_keys_commands[i].name) == 0)
 			c = &cli_keys_commands[i];
 	if (c == NULL) {
-		char *p = cli_keys_printable(argv[1]);
+		char *p = cli_printable(argv[1]);
 		fprintf(stderr, "sealpost keys: unknown command '%s': expected list, generate, import, "
 			"export, delete, verify, reject, unlock, pending, accept or refuse\n", p);
 		g_free(p);
@@ -1080,14 +1042,14 @@ static const cli_keys_command *cli_keys_check_args(int argc, char **argv, const 
 	char norm[321];
 	if (c->arg == ARG_FPR &&
 	    keystore_fingerprint_normalise(argv[2], norm, sizeof(norm), &why) < 0) {
-		char *p = cli_keys_printable(argv[2]);
+		char *p = cli_printable(argv[2]);
 		fprintf(stderr, "sealpost keys %s: invalid FPR '%s': %s\n", c->name, p, why);
 		g_free(p);
 		return NULL;
 	}
 	if (c->arg == ARG_PENDING && !cli_keys_pending_id(argv[2], NULL) &&
 	    keystore_fingerprint_normalise(argv[2], norm, sizeof(norm), &why) < 0) {
-		char *p = cli_keys_printable(argv[2]);
+		char *p = cli_printable(argv[2]);
 		fprintf(stderr, "sealpost keys %s: invalid ID|FPR '%s': expected the number "
 			"`sealpost keys pending` shows or the new key's fingerprint\n", c->name, p);
 		g_free(p);
@@ -1097,7 +1059,7 @@ static const cli_keys_command *cli_keys_check_args(int argc, char **argv, const 
 	if (address != NULL &&
 	    (keystore_policy_target_normalise(address, norm, sizeof(norm), &why) < 0 ||
 	     (address[0] == '@' && (why = "no local part (expected user@domain)") != NULL))) {
-		char *p = cli_keys_printable(address);
+		char *p = cli_printable(address);
 		fprintf(stderr, "sealpost keys %s: invalid ADDRESS '%s': %s\n", c->name, p, why);
 		g_free(p);
 		return NULL;
@@ -1160,7 +1122,7 @@ int cli_keys_main(int argc, char **argv)
 		goto out;
 
 	if (o.config_path == NULL)
-		o.config_path = cli_keys_default_config();
+		o.config_path = config_default_path();
 	if (o.config_path == NULL) {
 		fprintf(stderr, "sealpost keys: no configuration; give --config FILE\n");
 		goto out;

@@ -12,14 +12,8 @@
 
 #include "api.h"
 #include "api_token.h"
+#include "cli_common.h"
 #include "config.h"
-
-enum {
-	CLI_EXIT_OK = 0,
-	CLI_EXIT_RUNTIME = 1,
-	CLI_EXIT_USAGE = 2,
-	CLI_EXIT_CONFIG = 3,
-};
 
 int cli_pair_main(int argc, char **argv)
 {
@@ -53,14 +47,8 @@ int cli_pair_main(int argc, char **argv)
 		g_free(config_path);
 		return CLI_EXIT_USAGE;
 	}
-	if (config_path == NULL) {
-		char *path = g_build_filename(g_get_user_config_dir(), "sealpost", "sealpost.conf",
-					      NULL);
-		if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
-			config_path = path;
-		else
-			g_free(path);
-	}
+	if (config_path == NULL)
+		config_path = config_default_path();
 	if (config_path == NULL) {
 		fprintf(stderr, "sealpost pair: no configuration; give --config FILE\n");
 		return CLI_EXIT_USAGE;

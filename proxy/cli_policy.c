@@ -7,50 +7,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_common.h"
 #include "config.h"
 #include "keystore_db.h"
 
 /* A normalised target and its terminating NUL (keystore_db.h). */
 #define CLI_POLICY_TARGET_SIZE 321
-
-/* The exit codes of docs/cli.md, as in main.c. */
-enum {
-	CLI_EXIT_OK = 0,
-	CLI_EXIT_RUNTIME = 1,
-	CLI_EXIT_USAGE = 2,
-	CLI_EXIT_CONFIG = 3,
-};
-
-/* Same rule as `sealpost serve`: the per-user config when it exists. */
-static char *cli_policy_default_config(void)
-{
-	char *path = g_build_filename(g_get_user_config_dir(), "sealpost",
-				      "sealpost.conf", NULL);
-	if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
-		return path;
-	g_free(path);
-	return NULL;
-}
-
-/* What the user typed, safe to echo on one line of a terminal. */
-static char *cli_policy_printable(const char *s)
-{
-	char *valid = g_utf8_make_valid(s, -1);
-	GString *out = g_string_new("");
-	for (const char *p = valid; *p != '\0'; p = g_utf8_next_char(p)) {
-		if (g_utf8_pointer_to_offset(valid, p) >= 80) {
-			g_string_append(out, "...");
-			break;
-		}
-		gunichar c = g_utf8_get_char(p);
-		if (g_unichar_iscntrl(c))
-			g_string_append_c(out, '?');
-		else
-			g_string_append_unichar(out, c);
-	}
-	g_free(valid);
-	return g_string_free(out, FALSE);
-}
 
 /* ISO 8601 in UTC, e.g. 2026-03-01T12:00:00Z (g_free). */
 static char *cli_policy_time(int64_t t)
@@ -187,7 +149,7 @@ static int cli_policy_check_args(int argc, char **argv, bool json, char *target,
 	const char *sub = argv[1];
 	int want = strcmp(sub, "set") == 0 ? 4 : strcmp(sub, "unset") == 0 ? 3 : 2;
 	if (strcmp(sub, "set") != 0 && strcmp(sub, "unset") != 0 && strcmp(sub, "list") != 0) {
-		char *p = cli_policy_printable(sub);
+		char *p = cli_printable(sub);
 		fprintf(stderr, "sealpost policy: unknown command '%s': expected set, unset or list\n", p);
 		g_free(p);
 		return -1;
@@ -205,14 +167,14 @@ static int cli_policy_check_args(int argc, char **argv, bool json, char *target,
 	if (want >= 3) {
 		const char *why;
 		if (keystore_policy_target_normalise(argv[2], target, CLI_POLICY_TARGET_SIZE, &why) < 0) {
-			char *p = cli_policy_printable(argv[2]);
+			char *p = cli_printable(argv[2]);
 			fprintf(stderr, "sealpost policy %s: invalid TARGET '%s': %s\n", sub, p, why);
 			g_free(p);
 			return -1;
 		}
 	}
 	if (want == 4 && keystore_policy_parse(argv[3], policy) < 0) {
-		char *p = cli_policy_printable(argv[3]);
+		char *p = cli_printable(argv[3]);
 		fprintf(stderr, "sealpost policy set: invalid POLICY '%s': expected require, "
 			"opportunistic or never\n", p);
 		g_free(p);
@@ -269,7 +231,7 @@ int cli_policy_main(int argc, char **argv)
 	const char *sub = argv[1];
 
 	if (config_path == NULL)
-		config_path = cli_policy_default_config();
+		config_path = config_default_path();
 	if (config_path == NULL) {
 		fprintf(stderr, "sealpost policy: no configuration; give --config FILE\n");
 		return CLI_EXIT_USAGE;

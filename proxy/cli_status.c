@@ -13,17 +13,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cli_common.h"
 #include "config.h"
 #include "keystore.h"
 #include "keystore_db.h"
 #include "keystore_keyring.h"
-
-enum {
-	CLI_EXIT_OK = 0,
-	CLI_EXIT_RUNTIME = 1,
-	CLI_EXIT_USAGE = 2,
-	CLI_EXIT_CONFIG = 3,
-};
 
 /* How long a listener has to accept a connection. */
 #define CLI_STATUS_CONNECT_MS 300
@@ -392,14 +386,8 @@ int cli_status_main(int argc, char **argv)
 		g_free(config_path);
 		return CLI_EXIT_USAGE;
 	}
-	if (config_path == NULL) {
-		char *path = g_build_filename(g_get_user_config_dir(), "sealpost", "sealpost.conf",
-					      NULL);
-		if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
-			config_path = path;
-		else
-			g_free(path);
-	}
+	if (config_path == NULL)
+		config_path = config_default_path();
 	if (config_path == NULL) {
 		fprintf(stderr, "sealpost status: no configuration; give --config FILE\n");
 		return CLI_EXIT_USAGE;

@@ -1034,3 +1034,12 @@ config *config_load(const char *path, const char **error_r)
 	g_free(data);
 	return cfg;
 }
+
+char *config_default_path(void)
+{
+	char *path = g_build_filename(g_get_user_config_dir(), "sealpost", "sealpost.conf", NULL);
+	if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
+		return path;
+	g_free(path);
+	return NULL;
+}

@@ -113,6 +113,10 @@ typedef struct {
 	size_t n_gateways;
 } config;
 
+/* The per-user configuration, $XDG_CONFIG_HOME/sealpost/sealpost.conf, when
+ * that file exists (g_free); else NULL. Every subcommand's default. */
+char *config_default_path(void);
+
 /* Parses and validates path. On error returns NULL and *error_r is one
  * line "FILE:LINE: [section] key: what is wrong" (static storage). */
 config *config_load(const char *path, const char **error_r);

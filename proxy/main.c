@@ -65,16 +65,6 @@ static int main_parse(GOptionContext *ctx, int *argc, char ***argv)
 	return 0;
 }
 
-static char *main_default_config_path(void)
-{
-	char *path = g_build_filename(g_get_user_config_dir(), "sealpost",
-				      "sealpost.conf", NULL);
-	if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
-		return path;
-	g_free(path);
-	return NULL;
-}
-
 static int cmd_check_config(int argc, char **argv)
 {
 	GOptionContext *ctx = g_option_context_new("FILE - validate a configuration file");
@@ -139,7 +129,7 @@ static int cmd_version(int argc, char **argv)
 		return EXIT_OK;
 	}
 	if (config_path == NULL)
-		config_path = main_default_config_path();
+		config_path = config_default_path();
 	if (config_path == NULL) {
 		fprintf(stderr, "sealpost version --cert: no configuration; give --config FILE\n");
 		return EXIT_USAGE;
@@ -284,7 +274,7 @@ static int cmd_serve(int argc, char **argv)
 
 	char *demo_dir = NULL;
 	if (config_path == NULL)
-		config_path = main_default_config_path();
+		config_path = config_default_path();
 	if (config_path == NULL) {
 		config_path = main_demo_start(&demo_dir);
 		if (config_path == NULL)
