@@ -441,6 +441,41 @@ int keystore_autocrypt_recommend(keystore_db *db, const char *account,
 	return ret;
 }
 
+static bool keystore_ac_only_fpr(void *ctx, const char *address, const char *fingerprint)
+{
+	(void)address;
+	return fingerprint != NULL && g_ascii_strcasecmp(fingerprint, ctx) == 0;
+}
+
+int keystore_autocrypt_opportunistic(keystore_db *db, const char *account, const char *address,
+				     const char *fpr, bool own_mutual, bool *encrypt_r,
+				     keystore_autocrypt_recommendation *rec_r,
+				     const char **error_r)
+{
+	keystore_key_state st;
+	bool found = false;
+	char norm[65];
+	*encrypt_r = true;
+	if (rec_r != NULL)
+		*rec_r = KEYSTORE_AUTOCRYPT_AVAILABLE;
+	if (fpr == NULL || keystore_fingerprint_normalise(fpr, norm, sizeof(norm), error_r) < 0)
+		return 0;	/* not a key the database can know: no say */
+	if (keystore_key_state_get(db, norm, &st, &found, error_r) < 0)
+		return -1;
+	if (!found || st.source != KEYSTORE_SOURCE_AUTOCRYPT ||
+	    st.acceptance == KEYSTORE_ACCEPTANCE_VERIFIED)
+		return 0;
+	keystore_autocrypt_recommendation rec;
+	const char *const rcpts[] = { address };
+	if (keystore_autocrypt_recommend(db, account, rcpts, 1, own_mutual, false,
+					 keystore_ac_only_fpr, norm, &rec, NULL, 0, error_r) < 0)
+		return -1;
+	*encrypt_r = rec == KEYSTORE_AUTOCRYPT_AVAILABLE || rec == KEYSTORE_AUTOCRYPT_ENCRYPT;
+	if (rec_r != NULL)
+		*rec_r = rec;
+	return 0;
+}
+
 /* ---- a received message ------------------------------------------------------------ */
 
 static bool keystore_ac_key_has(const keystore_keyring_key *k, const char *address)

@@ -120,6 +120,20 @@ int keystore_autocrypt_recommend(keystore_db *db, const char *account,
 				 void *ctx, keystore_autocrypt_recommendation *rec_r,
 				 char *why, size_t why_size, const char **error_r);
 
+/* Whether an `opportunistic` message may be encrypted to key fpr (the key
+ * keystore_keys_find chose) for address. Autocrypt has a say only over keys
+ * sealpost learned from Autocrypt and the user has not verified: for those
+ * the recommendation for address, with fpr as the only usable key, must be
+ * "available" or "encrypt"; "discourage" (a stale key, or gossip only) and
+ * "disable" mean the message goes as written. Any other key (imported,
+ * discovered, verified): *encrypt_r true. *rec_r (may be NULL) gets the
+ * recommendation, KEYSTORE_AUTOCRYPT_AVAILABLE when Autocrypt has no say.
+ * -1 with *error_r on a database failure. */
+int keystore_autocrypt_opportunistic(keystore_db *db, const char *account, const char *address,
+				     const char *fpr, bool own_mutual, bool *encrypt_r,
+				     keystore_autocrypt_recommendation *rec_r,
+				     const char **error_r);
+
 /* ---- a received message ------------------------------------------------------------ */
 
 /* What one received message says. How the inbound path calls

@@ -35,8 +35,8 @@ struct smtp_outbound {
 	char *autocrypt;		/* the Autocrypt value, NULL when none */
 	char *recipients;		/* for the decision log */
 	/* What the decision log says of a message relayed as decided, when
-	 * there is something to say: the Autocrypt recommendation
-	 * "discourage" for recipients encrypted to opportunistically. */
+	 * there is something to say: that Autocrypt advised against
+	 * encrypting to a recipient under opportunistic. */
 	char note[256];
 	char reply[1024];
 	metrics_reason why;		/* of the last failure reply */
@@ -256,32 +256,34 @@ static void smtp_outbound_name(GString *list, unsigned *named, unsigned *more,
 	(*named)++;
 }
 
-/* The Autocrypt recommendation for the recipients encrypted to under an
- * opportunistic policy. sealpost encrypts whenever every recipient of a
- * copy has a usable key, which is what the recommendation calls
- * "available" and "encrypt" alike; "discourage" (a stale or gossip-only
- * Autocrypt key) does not change that, it is written to the decision log
- * so that an unreadable message can be explained. */
-static void smtp_outbound_autocrypt_note(smtp_outbound *o, GPtrArray *addrs)
+/* Under opportunistic, whether Autocrypt lets key serve address (see
+ * keystore_autocrypt_opportunistic). When it does not, the note for the
+ * decision log says so. A database failure lets the key serve: the
+ * rules never ask for less encryption than the keys allow. */
+static bool smtp_outbound_autocrypt_allows(smtp_outbound *o, const char *address,
+					   gpgme_key_t key)
 {
 	/* Autocrypt peer state belongs to an account, never to a gateway. */
-	if (addrs->len == 0 || o->env->account->gateway != NULL)
-		return;
+	if (o->env->account->gateway != NULL || key->subkeys == NULL)
+		return true;
+	bool encrypt = true;
 	keystore_autocrypt_recommendation rec;
-	char why[200];
 	const char *error;
-	if (keystore_autocrypt_recommend(o->env->db, o->env->account->address,
-					 (const char *const *)addrs->pdata, addrs->len,
-					 o->env->account->prefer_encrypt_mutual, false, NULL, NULL,
-					 &rec, why, sizeof(why), &error) < 0) {
+	if (keystore_autocrypt_opportunistic(o->env->db, o->env->account->address, address,
+					     key->subkeys->fpr,
+					     o->env->account->prefer_encrypt_mutual, &encrypt,
+					     &rec, &error) < 0) {
 		log_warn(o->env->id, "reading Autocrypt peer state", "%s", error);
-		return;
+		return true;
 	}
-	if (rec != KEYSTORE_AUTOCRYPT_DISCOURAGE)
-		return;
-	snprintf(o->note, sizeof(o->note), "Autocrypt recommendation discourage (%s); "
-		 "encrypted as every recipient has a usable key", why);
-	log_info(o->env->id, "deciding", "%s", o->note);
+	if (encrypt)
+		return true;
+	if (o->note[0] == '\0')
+		snprintf(o->note, sizeof(o->note), "Autocrypt recommendation %s for <%s>: "
+			 "sent as written", keystore_autocrypt_recommendation_name(rec), address);
+	log_info(o->env->id, "deciding", "<%s>: Autocrypt recommendation %s, not encrypting "
+		 "to the key it brought", address, keystore_autocrypt_recommendation_name(rec));
+	return false;
 }
 
 /* The sender's own key: the From address's when it has a secret key
@@ -484,7 +486,6 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 	int ret = 0;
 	smtp_copy *plain = NULL;
 	GPtrArray *encrypted = g_ptr_array_new();
-	GPtrArray *opportunistic = g_ptr_array_new();	/* addresses, borrowed */
 	for (guint gi = 0; gi < groups->len && ret == 0; gi++) {
 		GArray *g = g_ptr_array_index(groups, gi);
 		bool any_require = false, any_never = false;
@@ -529,8 +530,15 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 					ret = -1;
 					break;
 				}
-				if (r == KEYSTORE_KEY_FOUND) {
+				if (r == KEYSTORE_KEY_FOUND &&
+				    (gp != KEYSTORE_POLICY_OPPORTUNISTIC ||
+				     smtp_outbound_autocrypt_allows(o, addr, key))) {
 					g_ptr_array_add(keys, key);
+					continue;
+				}
+				if (r == KEYSTORE_KEY_FOUND) {
+					gpgme_key_unref(key);
+					all_keys = false;
 					continue;
 				}
 				all_keys = false;
@@ -554,8 +562,6 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 			}
 			c->keys = keys;
 			g_ptr_array_add(encrypted, c);
-			for (guint k = 0; gp == KEYSTORE_POLICY_OPPORTUNISTIC && k < g->len; k++)
-				g_ptr_array_add(opportunistic, rcpts[g_array_index(g, size_t, k)]);
 			continue;
 		}
 		if (keys != NULL)
@@ -572,9 +578,6 @@ int smtp_outbound_decide(smtp_outbound *o, smtp_spool *in, char *const *rcpts,
 				     missing->str);
 		ret = -1;
 	}
-	if (ret == 0)
-		smtp_outbound_autocrypt_note(o, opportunistic);
-	g_ptr_array_unref(opportunistic);
 	if (ret == 0) {
 		/* As written first (one copy for everyone it goes to), then the
 		 * encrypted ones in group order. */

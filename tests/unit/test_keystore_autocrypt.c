@@ -843,6 +843,88 @@ static unsigned pending_count(fixture *f)
 	return n;
 }
 
+static bool opportunistic(fixture *f, const char *address, const char *fpr, bool mutual,
+			  keystore_autocrypt_recommendation *rec_r)
+{
+	bool encrypt = false;
+	const char *error = NULL;
+	if (keystore_autocrypt_opportunistic(f->db, "alice@example.test", address, fpr, mutual,
+					     &encrypt, rec_r, &error) < 0)
+		fail_msg("opportunistic: %s", error);
+	return encrypt;
+}
+
+/* The recommendation feeds `opportunistic` for keys learned from
+ * Autocrypt only: stale and gossip-only keys are not encrypted to,
+ * verified and imported ones always are. */
+static void test_opportunistic(void **state)
+{
+	fixture *f = *state;
+	char *bob_b64, *carol_b64, *dave_b64;
+	char *bob = make_peer_key(f, "Bob <bob@example.test>", &bob_b64);
+	char *carol = make_peer_key(f, "Carol <carol@example.test>", &carol_b64);
+	char *dave = make_peer_key(f, "Dave <dave@example.test>", &dave_b64);
+	const int64_t t0 = 1700000000;
+	keystore_autocrypt_recommendation rec;
+
+	/* No state for the key at all: Autocrypt has no say. */
+	assert_true(opportunistic(f, "bob@example.test", bob, false, &rec));
+	assert_int_equal(rec, KEYSTORE_AUTOCRYPT_AVAILABLE);
+	assert_true(opportunistic(f, "bob@example.test", "not a fingerprint", false, &rec));
+
+	/* Learned from a header: available; encrypt when both prefer mutual. */
+	char *h = ac_value("bob@example.test", true, bob_b64);
+	const char *just_h[] = { h, NULL };
+	keystore_autocrypt_result r = process(f, "bob@example.test", t0, just_h, NULL, NULL, false);
+	assert_int_equal(r.key, KEYSTORE_AUTOCRYPT_KEY_IMPORTED);
+	assert_true(opportunistic(f, "bob@example.test", bob, false, &rec));
+	assert_int_equal(rec, KEYSTORE_AUTOCRYPT_AVAILABLE);
+	assert_true(opportunistic(f, "Bob@EXAMPLE.test", bob, true, &rec));
+	assert_int_equal(rec, KEYSTORE_AUTOCRYPT_ENCRYPT);
+
+	/* Bob writes again 36 days later without the header: his key is
+	 * stale, the recommendation discourage, the message goes as written. */
+	r = process(f, "bob@example.test", t0 + 36 * 86400, NULL, NULL, NULL, false);
+	assert_int_equal(r.step, KEYSTORE_AUTOCRYPT_SEEN);
+	assert_false(opportunistic(f, "bob@example.test", bob, true, &rec));
+	assert_int_equal(rec, KEYSTORE_AUTOCRYPT_DISCOURAGE);
+
+	/* Once the user verified the key, Autocrypt no longer has a say. */
+	const char *error = NULL;
+	assert_int_equal(keystore_key_state_set_acceptance(f->db, bob, KEYSTORE_ACCEPTANCE_VERIFIED,
+							   &error), 0);
+	assert_true(opportunistic(f, "bob@example.test", bob, false, &rec));
+	assert_int_equal(rec, KEYSTORE_AUTOCRYPT_AVAILABLE);
+
+	/* Gossip only (from inside an encrypted message): discourage. */
+	char *g = ac_value("carol@example.test", false, carol_b64);
+	const char *just_g[] = { g, NULL };
+	const char *rcpts[] = { "alice@example.test", "carol@example.test", NULL };
+	char *dh = ac_value("dave@example.test", false, dave_b64);
+	const char *just_dh[] = { dh, NULL };
+	r = process(f, "dave@example.test", t0, just_dh, just_g, rcpts, true);
+	assert_int_equal(r.step, KEYSTORE_AUTOCRYPT_TAKEN);
+	char *says = keyring_says(f, "carol@example.test");
+	assert_non_null(strstr(says, carol));
+	g_free(says);
+	assert_false(opportunistic(f, "carol@example.test", carol, false, &rec));
+	assert_int_equal(rec, KEYSTORE_AUTOCRYPT_DISCOURAGE);
+	assert_true(opportunistic(f, "dave@example.test", dave, false, &rec));
+	/* A learned key other than the one the peer state names: disable. */
+	assert_false(opportunistic(f, "dave@example.test", carol, false, &rec));
+	assert_int_equal(rec, KEYSTORE_AUTOCRYPT_DISABLE);
+
+	g_free(h);
+	g_free(g);
+	g_free(dh);
+	g_free(bob_b64);
+	g_free(carol_b64);
+	g_free(dave_b64);
+	g_free(bob);
+	g_free(carol);
+	g_free(dave);
+}
+
 /* The spec's example key (RSA 3072, a user ID that is not Alice's
  * address): a valid OpenPGP key, so the header is taken, but it is kept
  * as peer state only. */
@@ -886,6 +968,8 @@ int main(void)
 		cmocka_unit_test(test_update_rules),
 		cmocka_unit_test(test_recommendation),
 		cmocka_unit_test_setup_teardown(test_process_learns_and_defends, setup_fixture,
+						teardown_fixture),
+		cmocka_unit_test_setup_teardown(test_opportunistic, setup_fixture,
 						teardown_fixture),
 		cmocka_unit_test_setup_teardown(test_process_spec_example, setup_fixture,
 						teardown_fixture),

@@ -1,0 +1,217 @@
+"""Autocrypt end to end: a plaintext message with an Autocrypt header,
+fetched by an IMAP client through sealpost, teaches sealpost the sender's
+key, and the next message to him under `opportunistic` leaves encrypted;
+once his key is stale (the recommendation "discourage") the next one goes
+as written, until the user verifies the key.
+
+Real Postfix + Dovecot on loopback, real gpg, imaplib and smtplib as the
+client."""
+import base64
+import email.utils
+import imaplib
+import json
+import os
+import smtplib
+import sqlite3
+import sys
+import time
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  (puts tests/provider on sys.path)
+import gpgkeys  # noqa: E402
+
+ALICE = "alice@example.test"
+BOB = "bob@example.test"
+DAY = 86400
+
+
+class AutocryptOpportunistic(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.provider = harness.Provider()
+        cls.p = cls.provider.__enter__()
+        cls.keyrings = None
+        cls.sealpost = None
+        try:
+            cls.keyrings = gpgkeys.Keyrings([ALICE, BOB])
+            # sealpost knows alice's own key only: bob's must come by mail.
+            home = cls.keyrings.sealpost_home(ALICE, [])
+            cls.sealpost = harness.Sealpost(cls.p, global_={"gnupg_home": home})
+            bob_home = cls.keyrings.user_home[BOB]
+            r = cls.keyrings.gpg(bob_home, "--export", "--export-options", "export-minimal",
+                                 cls.keyrings.fpr[BOB])
+            cls.bob_keydata = base64.b64encode(r.data).decode()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.sealpost is not None:
+            cls.sealpost.close()
+        if cls.keyrings is not None:
+            cls.keyrings.close()
+        cls.provider.__exit__(None, None, None)
+
+    # ------------------------------------------------------------ helpers
+
+    def cli(self, *args):
+        r = harness.run_sealpost(*args, "--config", self.sealpost.config_path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def bob_keys(self):
+        return [k for k in json.loads(self.cli("keys", "list", "--json"))
+                if k["fingerprint"].upper() == self.keyrings.fpr[BOB]]
+
+    def send(self, subject):
+        msgid = "%s@example.test" % uuid.uuid4().hex
+        msg = ("From: Alice <%s>\r\nTo: Bob <%s>\r\nSubject: %s\r\nMessage-ID: <%s>\r\n\r\n"
+               "the body of %s\r\n" % (ALICE, BOB, subject, msgid, subject)).encode()
+        c = smtplib.SMTP("127.0.0.1", self.sealpost.smtp_port, timeout=60)
+        try:
+            c.starttls(context=self.sealpost.ssl_context())
+            c.login(ALICE, self.p.users[ALICE])
+            c.sendmail(ALICE, [BOB], msg)
+        finally:
+            c.quit()
+        return msgid
+
+    def received(self, msgid, timeout=20):
+        want = ("<%s>" % msgid).encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for raw in self.p.read_messages(BOB):
+                if want in raw:
+                    return raw
+            time.sleep(0.05)
+        self.fail("no message %s for bob\n%s" % (msgid, self.sealpost.log_tail(20)))
+
+    def decision(self, msgid):
+        db = sqlite3.connect(os.path.join(self.sealpost.state_dir, "sealpost.db"))
+        try:
+            return db.execute("SELECT decision, reason FROM decision WHERE message_id = ?",
+                              (msgid,)).fetchone()
+        finally:
+            db.close()
+
+    def from_bob(self, subject, date, autocrypt=True):
+        """Delivers a plaintext message from bob into alice's INBOX."""
+        header = ""
+        if autocrypt:
+            # Folded the way mail programs write it.
+            kd = self.bob_keydata
+            folded = "\r\n ".join(kd[i:i + 72] for i in range(0, len(kd), 72))
+            header = "Autocrypt: addr=%s; keydata=\r\n %s\r\n" % (BOB, folded)
+        raw = ("From: Bob <%s>\r\nTo: Alice <%s>\r\nSubject: %s\r\nDate: %s\r\n"
+               "Message-ID: <%s@example.test>\r\n%s\r\nhello from bob\r\n"
+               % (BOB, ALICE, subject, email.utils.formatdate(date), uuid.uuid4().hex,
+                  header)).encode()
+        self.p.deliver(ALICE, raw)
+
+    def fetch_all(self):
+        """What a mail client does: fetch every message of the INBOX
+        through sealpost."""
+        c = imaplib.IMAP4("127.0.0.1", self.sealpost.imap_port, timeout=60)
+        try:
+            c.starttls(ssl_context=self.sealpost.ssl_context())
+            c.login(ALICE, self.p.users[ALICE])
+            c.select("INBOX")
+            typ, data = c.fetch("1:*", "(BODY.PEEK[])")
+            self.assertEqual(typ, "OK", data)
+        finally:
+            c.logout()
+
+    def wait_peer(self, pred, what, timeout=15):
+        """Learning runs after the client has its answer: poll."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = json.loads(self.cli("keys", "list", "--json"))
+            peers = self.peer_row()
+            if pred(out, peers):
+                return
+            time.sleep(0.1)
+        self.fail("%s did not happen\n%s" % (what, self.sealpost.log_tail(30)))
+
+    def peer_row(self):
+        db = sqlite3.connect(os.path.join(self.sealpost.state_dir, "sealpost.db"))
+        try:
+            return db.execute("SELECT last_seen, autocrypt_timestamp FROM autocrypt_peer "
+                              "WHERE addr = ?", (BOB,)).fetchone()
+        finally:
+            db.close()
+
+    # ------------------------------------------------------------ the story
+
+    def test_learn_encrypt_discourage_verify(self):
+        now = int(time.time())
+        bob_fpr = self.keyrings.fpr[BOB]
+
+        # No key for bob yet: opportunistic sends as written.
+        msgid = self.send("before")
+        raw = self.received(msgid)
+        self.assertNotIn(b"multipart/encrypted", raw)
+        self.assertIn(b"the body of before", raw)
+        self.assertEqual(self.decision(msgid)[1], None)
+
+        # bob writes (50 days ago) with his Autocrypt header; alice's
+        # client fetches it through sealpost.
+        self.from_bob("hello", now - 50 * DAY)
+        self.fetch_all()
+        self.wait_peer(lambda keys, peer: any(
+            k["fingerprint"].upper() == bob_fpr for k in keys), "learning bob's key")
+        [k] = self.bob_keys()
+        self.assertEqual(k["source"], "autocrypt")
+        self.assertEqual(k["acceptance"], "unverified")
+
+        # The next message to bob leaves encrypted, and bob can read it.
+        msgid = self.send("after")
+        raw = self.received(msgid)
+        self.assertIn(b"multipart/encrypted", raw)
+        self.assertNotIn(b"the body of after", raw)
+        dec = self.keyrings.decrypt(BOB, raw)
+        self.assertTrue(dec.ok and dec.decrypted, dec)
+        self.assertIn(b"the body of after", dec.data)
+        self.assertIn("encrypted", self.decision(msgid)[0])
+
+        # bob writes again today, without the header: the key he announced
+        # is 50 days older than his last message, so Autocrypt recommends
+        # "discourage" and the next message goes as written, saying why.
+        self.from_bob("no header now", now, autocrypt=False)
+        self.fetch_all()
+        self.wait_peer(lambda keys, peer: peer is not None and peer[0] >= now - 60,
+                       "last_seen moving to today")
+        msgid = self.send("stale")
+        raw = self.received(msgid)
+        self.assertNotIn(b"multipart/encrypted", raw)
+        self.assertIn(b"the body of stale", raw)
+        decision, reason = self.decision(msgid)
+        self.assertNotIn("encrypted", decision)
+        self.assertIn("discourage", reason)
+        self.assertIn("<%s>" % BOB, reason)
+
+        # Under require the recommendation does not matter: a usable key
+        # is a usable key.
+        self.cli("policy", "set", BOB, "require")
+        try:
+            msgid = self.send("required")
+            raw = self.received(msgid)
+            self.assertIn(b"multipart/encrypted", raw)
+            self.assertNotIn(b"the body of required", raw)
+        finally:
+            self.cli("policy", "unset", BOB)
+
+        # The user compares fingerprints and verifies the key: Autocrypt
+        # no longer has a say, opportunistic encrypts again.
+        self.cli("keys", "verify", bob_fpr, "--yes")
+        msgid = self.send("verified")
+        raw = self.received(msgid)
+        self.assertIn(b"multipart/encrypted", raw)
+        self.assertNotIn(b"the body of verified", raw)
+        self.assertEqual(self.decision(msgid)[1], None)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
