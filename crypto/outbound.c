@@ -477,14 +477,16 @@ static void crypto_append_trimmed(GString *s, const char *raw, size_t len)
  * client wrote (RFC 9788 wraps them all), the Content-Type marked, and for
  * an encrypted message HP-Outer copies of what the outside shows. */
 static GString *crypto_entity_header(const crypto_outbound_header *h, bool encrypted,
-				     bool clear_subject)
+				     bool clear_subject, bool keep_bcc)
 {
 	GString *s = g_string_sized_new(h->block_len + 256);
 	const char *hp = encrypted ? "cipher" : "clear";
 	bool content_type_done = false;
 	for (size_t i = 0; i < h->n_fields; i++) {
 		const crypto_header_field *f = &h->fields[i];
-		if (f->name_len == 0 || crypto_field_dropped(f) || crypto_field_is(f, "Autocrypt"))
+		if (f->name_len == 0 || crypto_field_is(f, "Autocrypt"))
+			continue;
+		if (crypto_field_dropped(f) && !(keep_bcc && !crypto_field_is_sealpost(f)))
 			continue;
 		if (crypto_field_is(f, "Content-Type") && !content_type_done) {
 			content_type_done = true;
@@ -712,7 +714,7 @@ int crypto_outbound_write_encrypted(const crypto_outbound_header *h, crypto_work
 		    "Content-Description: OpenPGP encrypted message\r\n"
 		    "Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n");
 
-	GString *head = crypto_entity_header(h, true, opts->clear_subject);
+	GString *head = crypto_entity_header(h, true, opts->clear_subject, opts->keep_bcc);
 	crypto_entity_reader reader = { head->str, head->len, 0, body, false };
 	crypto_crlf_writer writer = { &o, false };
 	crypto_gpgproc_result res;
@@ -764,7 +766,7 @@ int crypto_outbound_write_signed(const crypto_outbound_header *h, crypto_worker 
 				 crypto_failure *failure_r, const char **error_r)
 {
 	crypto_out o = { sink, false };
-	GString *head = crypto_entity_header(h, false, true);
+	GString *head = crypto_entity_header(h, false, true, false);
 	crypto_entity_reader reader = { head->str, head->len, 0, body, false };
 	crypto_sig_buffer sig = { g_byte_array_new(), false };
 	char *boundary = NULL;

@@ -91,6 +91,9 @@ typedef struct {
 	gpgme_key_t *recipients;	/* NULL-terminated; encrypted only */
 	gpgme_key_t signer;		/* NULL: not signed */
 	bool clear_subject;		/* encrypted: keep the Subject outside */
+	/* encrypted: keep Bcc and Resent-Bcc inside the encryption. Only for
+	 * a copy nobody else reads: the sender's own Sent folder copy. */
+	bool keep_bcc;
 	/* Autocrypt field value ("addr=...; keydata=...", unfolded) to add, or
 	 * NULL. Not added when the client put one already. */
 	const char *autocrypt;

@@ -344,6 +344,9 @@ static int imap_append_prepare(imap_append *a, imap_append_msg *m, size_t index)
 	crypto_outbound_options opts = {
 		.recipients = recipients,
 		.clear_subject = a->env->account->clear_subject,
+		/* The copy is the user's own: whom it went to in Bcc stays
+		 * readable to them, inside the encryption. */
+		.keep_bcc = true,
 	};
 	crypto_source src = { imap_append_source_read, imap_append_source_rewind, &body };
 	crypto_sink sink = { imap_append_sink_write, m->out };

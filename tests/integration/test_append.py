@@ -200,6 +200,11 @@ class Append(unittest.TestCase):
         self.assertIn(b"Subject: Sent copy " + canary, inner)
         self.assertIn(b"protected-headers=\"v1\"", inner)
         self.assertNotIn(b"X-Sealpost-", inner)
+        # The Sent copy is the user's own: Bcc stays, inside only.
+        if b"\nBcc: " in b"\n" + original.replace(b"\r\n", b"\n").partition(b"\n\n")[0]:
+            self.assertEqual(header_values(inner, "Bcc"), ["Carol <carol@example.test>"])
+            self.assertEqual(header_values(raw, "Bcc"), [])
+            self.assertNotIn(b"carol@example.test", raw)
         return inner
 
     def test_plaintext_to_sent_is_encrypted(self):
@@ -227,6 +232,7 @@ class Append(unittest.TestCase):
         m.logout()
         self.assertEqual(header_values(view, "X-Sealpost-Decryption"), ["ok"])
         self.assertEqual(header_values(view, "Subject"), ["Sent copy " + canary.decode()])
+        self.assertEqual(header_values(view, "Bcc"), ["Carol <carol@example.test>"])
         self.assertEqual(body_of(view), body_of(raw))
 
     def test_encrypted_message_goes_up_unchanged(self):
