@@ -30,6 +30,8 @@ extern char **environ;
  * than GPGPROC_MAX_FRAME, so both sides hold bounded buffers. */
 #define GPGPROC_CHUNK (64 * 1024)
 #define GPGPROC_MAX_FRAME (1024 * 1024)
+/* Autocrypt-Gossip values in one view's status (view.c reads at most 100). */
+#define GPGPROC_MAX_GOSSIP 1000
 #define GPGPROC_HEADER 5
 /* A message to render is held whole (crypto_view_render takes it so). */
 #define GPGPROC_MAX_VIEW_INPUT (512u * 1024 * 1024)
@@ -785,6 +787,23 @@ crypto_view_result crypto_gpgproc_view(const uint8_t *msg, size_t len,
 		uint8_t flags = gpgproc_read_u8(&rd);
 		status_r->reason = gpgproc_read_str(&rd);
 		status_r->signature = gpgproc_read_str(&rd);
+		uint32_t n_gossip = gpgproc_read_u32(&rd);
+		if (n_gossip > GPGPROC_MAX_GOSSIP) {
+			rd.bad = true;
+		} else if (n_gossip > 0) {
+			char **g = g_new0(char *, n_gossip + 1);
+			bool hole = false;
+			for (uint32_t i = 0; i < n_gossip && !rd.bad; i++)
+				hole |= (g[i] = gpgproc_read_str(&rd)) == NULL;
+			if (hole || rd.bad) {
+				for (uint32_t i = 0; i < n_gossip; i++)
+					g_free(g[i]);
+				g_free(g);
+				rd.bad = true;
+			} else {
+				status_r->gossip = g;
+			}
+		}
 		status_r->encrypted = flags & 1;
 		status_r->decrypted = flags & 2;
 		status_r->inner_from_mismatch = flags & 4;
@@ -1126,6 +1145,10 @@ static void gpgproc_worker_view(gpgproc_worker *wk, gpgproc_reader *r)
 	g_byte_array_append(answer, head, sizeof(head));
 	gpgproc_put_str(answer, st.reason);
 	gpgproc_put_str(answer, st.signature);
+	guint n_gossip = st.gossip != NULL ? g_strv_length(st.gossip) : 0;
+	gpgproc_put_u32(answer, n_gossip);
+	for (guint i = 0; i < n_gossip; i++)
+		gpgproc_put_str(answer, st.gossip[i]);
 	gpgproc_send(wk->fd, GPGPROC_FRAME_DONE, answer->data, answer->len);
 	g_byte_array_unref(answer);
 	if (view != NULL)

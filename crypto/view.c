@@ -30,6 +30,7 @@ void crypto_view_status_clear(crypto_view_status *status)
 {
 	g_free(status->reason);
 	g_free(status->signature);
+	g_strfreev(status->gossip);
 	memset(status, 0, sizeof(*status));
 }
 
@@ -840,6 +841,10 @@ static GMimeHeader *view_find(GPtrArray *fields, const char *name)
 	return NULL;
 }
 
+/* Autocrypt-Gossip values read from one message at most (the spec expects
+ * one per recipient). */
+#define VIEW_GOSSIP_MAX 100
+
 /* What the view is made of. */
 typedef struct {
 	GMimeParserOptions *po;
@@ -849,6 +854,7 @@ typedef struct {
 	GPtrArray *inner_fields;	/* GMimeHeader refs taken from the protected header */
 	char *from_mismatch;	/* X-Sealpost-From-Mismatch value, or NULL */
 	char *from;		/* the view's single From address, or NULL */
+	GPtrArray *gossip;	/* Autocrypt-Gossip values inside (char *), NULL-terminated */
 } view_parts;
 
 static void view_parts_clear(view_parts *vp)
@@ -861,6 +867,9 @@ static void view_parts_clear(view_parts *vp)
 		g_ptr_array_unref(vp->inner_fields);
 	g_free(vp->from_mismatch);
 	g_free(vp->from);
+	if (vp->gossip != NULL)
+		g_ptr_array_unref(vp->gossip);
+	vp->gossip = NULL;
 	vp->entity = NULL;
 	vp->outer_fields = vp->inner_fields = NULL;
 	vp->from_mismatch = vp->from = NULL;
@@ -941,6 +950,28 @@ static void view_assemble(view_parts *vp, GMimeObject *entity)
 			prot = view_protection_of(content);
 		}
 	}
+	/* Autocrypt-Gossip sits in the header of the encrypted entity, with or
+	 * without protected headers: read it before that header is trimmed. */
+	vp->gossip = g_ptr_array_new_with_free_func(g_free);
+	GObject *gossip_from[] = { G_OBJECT(entity), payload != entity ? G_OBJECT(payload) : NULL };
+	for (size_t k = 0; k < G_N_ELEMENTS(gossip_from) && gossip_from[k] != NULL; k++) {
+		GMimeHeaderList *hl = g_mime_object_get_header_list(GMIME_OBJECT(gossip_from[k]));
+		int n = g_mime_header_list_get_count(hl);
+		for (int i = 0; i < n && vp->gossip->len < VIEW_GOSSIP_MAX; i++) {
+			GMimeHeader *h = g_mime_header_list_get_header_at(hl, i);
+			if (g_ascii_strcasecmp(g_mime_header_get_name(h), "Autocrypt-Gossip") != 0)
+				continue;
+			const char *raw = g_mime_header_get_raw_value(h);
+			if (raw == NULL)
+				continue;
+			GString *v = g_string_sized_new(strlen(raw));
+			for (const char *c = raw; *c != '\0'; c++)
+				if (*c != '\r' && *c != '\n')
+					g_string_append_c(v, *c);
+			g_ptr_array_add(vp->gossip, g_strstrip(g_string_free(v, FALSE)));
+		}
+	}
+	g_ptr_array_add(vp->gossip, NULL);
 	vp->inner_fields = g_ptr_array_new_with_free_func(g_object_unref);
 	if (prot != VIEW_PROTECT_NONE) {
 		GMimeHeaderList *hl = g_mime_object_get_header_list(payload);
@@ -1191,6 +1222,13 @@ static crypto_view_result view_render_plaintext(GMimeMessage *outer, GMimePart *
 		st->signature = signature;
 		signature = NULL;
 		st->inner_from_mismatch = vp.from_mismatch != NULL;
+		g_strfreev(st->gossip);
+		st->gossip = NULL;
+		if (vp.gossip != NULL && vp.gossip->len > 1) {
+			g_ptr_array_set_free_func(vp.gossip, NULL);
+			st->gossip = (char **)g_ptr_array_free(vp.gossip, FALSE);
+			vp.gossip = NULL;
+		}
 	} else {
 		g_free(st->reason);
 		st->reason = error;

@@ -67,6 +67,12 @@ typedef struct {
 	/* A failure that a key import or unlock can cure (no key, locked
 	 * key): the same message may render differently later. */
 	bool transient;
+	/* The Autocrypt-Gossip values of the decrypted root entity's header
+	 * (or of the signed content inside it), raw and unfolded, whatever
+	 * protection the sender declared: the view does not show them
+	 * unless hp="cipher". NULL-terminated, NULL when there are none or
+	 * nothing was decrypted (g_strfreev'd by crypto_view_status_clear). */
+	char **gossip;
 } crypto_view_status;
 
 void crypto_view_status_clear(crypto_view_status *status);

@@ -661,8 +661,8 @@ static imap_decrypt_ac *imap_decrypt_ac_new(const uint8_t *hdr, size_t len, bool
 	}
 	g_ptr_array_unref(v);
 	ac->autocrypt = imap_decrypt_header_values(hdr, len, "Autocrypt");
-	ac->gossip = view ? imap_decrypt_header_values(hdr, len, "Autocrypt-Gossip") :
-		g_ptr_array_new_with_free_func(g_free);
+	/* Gossip of a view comes from inside the encryption (the caller's). */
+	ac->gossip = g_ptr_array_new_with_free_func(g_free);
 	ac->recipients = g_ptr_array_new_with_free_func(g_free);
 	if (view) {
 		static const char *const fields[] = { "To", "Cc", "Reply-To" };
@@ -677,12 +677,15 @@ static imap_decrypt_ac *imap_decrypt_ac_new(const uint8_t *hdr, size_t len, bool
 }
 
 /* A message whose view decrypted: its header (the outer fields and the
- * protected ones) and the gossip from inside the encryption. The view also
- * keeps outer fields the protected header does not replace, so gossip
- * values found on the provider's outer header are not counted. */
-static void imap_decrypt_autocrypt_view(imap_decrypt *d, imap_decrypt_msg *m)
+ * protected ones), and the gossip from the header of the decrypted entity
+ * (gossip, from crypto_view_status): only values from inside the
+ * encryption count, and they count whether or not the sender declared
+ * protected headers. Gossip fields the view shows among its outer ones
+ * (the provider's) are never read. */
+static void imap_decrypt_autocrypt_view(imap_decrypt *d, imap_decrypt_msg *m,
+					char *const *gossip)
 {
-	gsize vlen, blen;
+	gsize vlen;
 	const uint8_t *view = g_bytes_get_data(m->view, &vlen);
 	const char *why;
 	m->ac = imap_decrypt_ac_new(view, vlen, true, &why);
@@ -691,19 +694,9 @@ static void imap_decrypt_autocrypt_view(imap_decrypt *d, imap_decrypt_msg *m)
 		m->ac_skip = true;
 		return;
 	}
-	if (m->body == NULL || m->ac->gossip->len == 0)
-		return;
-	const uint8_t *body = g_bytes_get_data(m->body, &blen);
-	GPtrArray *outer = imap_decrypt_header_values(body, blen, "Autocrypt-Gossip");
-	for (guint i = 0; i < outer->len; i++) {
-		for (guint j = 0; j < m->ac->gossip->len; j++) {
-			if (strcmp(m->ac->gossip->pdata[j], outer->pdata[i]) == 0) {
-				g_ptr_array_remove_index(m->ac->gossip, j);
-				break;
-			}
-		}
-	}
-	g_ptr_array_unref(outer);
+	g_ptr_array_set_size(m->ac->gossip, 0);
+	for (size_t i = 0; gossip != NULL && gossip[i] != NULL; i++)
+		g_ptr_array_add(m->ac->gossip, g_strdup(gossip[i]));
 }
 
 static bool imap_decrypt_mailbox_is_junk(const imap_decrypt_mailbox *mb)
@@ -1159,7 +1152,7 @@ static int imap_decrypt_render(imap_decrypt *d, imap_decrypt_msg **batch, size_t
 			m->view = g_byte_array_free_to_bytes(job->view);
 			job->view = NULL;
 			if (job->status.decrypted && imap_decrypt_autocrypt_on(d))
-				imap_decrypt_autocrypt_view(d, m);
+				imap_decrypt_autocrypt_view(d, m, job->status.gossip);
 			if (!job->status.transient)
 				imap_view_cache_put(d->env->view_cache, &key, m->view);
 			log_debug(d->env->id, "decrypting", "UID %u: %s%s%s", m->uid,

@@ -1308,6 +1308,30 @@ class InboundAutocrypt(unittest.TestCase):
         wait_log(s, "UID %s <dave@example.test>" % uid)
         self.assertNotIn(W.keys.fpr[CAROL], keys_of(s))
 
+    def test_gossip_without_protected_headers_is_learned(self):
+        """Autocrypt Level 1 as most clients write it: the gossip fields in
+        the header of the encrypted part, no protected headers at all — and
+        the same with protected-headers="v1" but no hp."""
+        for ct in (b"Content-Type: text/plain; charset=us-ascii\r\n",
+                   b"Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\r\n"
+                   b"Subject: Gossip v1\r\nFrom: Bob <bob@example.test>\r\n"
+                   b"To: Alice <alice@example.test>\r\nCc: Carol <carol@example.test>\r\n"):
+            with self.subTest(ct=ct[:80]):
+                s = W.sealpost()
+                canary = ("CANARY-" + token()).encode()
+                msgid = "lgossip-%s@example.test" % token()
+                gossip = b"Autocrypt-Gossip: " + autocrypt_value(CAROL, CAROL) + b"\r\n"
+                inner = ct + gossip + b"\r\nWith gossip " + canary + b".\r\n"
+                armored = W.keys.encrypt(BOB, [ALICE], inner, sign=True)
+                deliver(pgp_mime(outer(msgid, extra=b"Cc: Carol <carol@example.test>\r\n"),
+                                 armored))
+                uid, got = self.fetch(s, msgid)
+                self.assertIn(b"With gossip " + canary, got["BODY[]"])
+                deadline = time.monotonic() + 10
+                while W.keys.fpr[CAROL] not in keys_of(s):
+                    self.assertLess(time.monotonic(), deadline, s.log_tail())
+                    time.sleep(0.1)
+
     def test_gossip_inside_encryption_is_learned(self):
         s = W.sealpost()
         canary = ("CANARY-" + token()).encode()

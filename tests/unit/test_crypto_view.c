@@ -638,6 +638,48 @@ static void test_build_protected_headers(void **state)
 }
 
 /* A lone CR is a line end to some readers: it must not start a field. */
+/* Autocrypt-Gossip inside the encryption reaches the status whatever the
+ * protection; the provider's outer gossip never does. */
+static void test_build_gossip(void **state)
+{
+	(void)state;
+	char *outer = g_strdup_printf("Autocrypt-Gossip: addr=mallory@example.test; keydata=T1VU\r\n%s",
+				      skeleton);
+	const char *const entities[] = {
+		/* No protected headers at all (Autocrypt Level 1's example). */
+		"Autocrypt-Gossip: addr=carol@example.test; keydata=\r\n Q0FS T0w=\r\n"
+		"Content-Type: text/plain\r\n"
+		"Autocrypt-Gossip: addr=dave@example.test; keydata=REFWRQ==\r\n\r\nhi\r\n",
+		/* protected-headers="v1" without hp. */
+		"Content-Type: text/plain; protected-headers=\"v1\"\r\n"
+		"Subject: s\r\n"
+		"Autocrypt-Gossip: addr=carol@example.test; keydata=\r\n Q0FS T0w=\r\n"
+		"Autocrypt-Gossip: addr=dave@example.test; keydata=REFWRQ==\r\n\r\nhi\r\n",
+		/* hp="cipher". */
+		"Content-Type: text/plain; protected-headers=\"v1\"; hp=\"cipher\"\r\n"
+		"Autocrypt-Gossip: addr=carol@example.test; keydata=\r\n Q0FS T0w=\r\n"
+		"Autocrypt-Gossip: addr=dave@example.test; keydata=REFWRQ==\r\n\r\nhi\r\n",
+	};
+	for (size_t i = 0; i < G_N_ELEMENTS(entities); i++) {
+		crypto_view_status st;
+		GByteArray *view = build(outer, entities[i], true, &st);
+		assert_true(st.decrypted);
+		assert_non_null(st.gossip);
+		assert_int_equal(g_strv_length(st.gossip), 2);
+		assert_string_equal(st.gossip[0], "addr=carol@example.test; keydata= Q0FS T0w=");
+		assert_string_equal(st.gossip[1], "addr=dave@example.test; keydata=REFWRQ==");
+		g_byte_array_unref(view);
+		crypto_view_status_clear(&st);
+	}
+	/* None inside: none, even with one outside. */
+	crypto_view_status st;
+	GByteArray *view = build(outer, "Content-Type: text/plain\r\n\r\nhi\r\n", true, &st);
+	assert_null(st.gossip);
+	g_byte_array_unref(view);
+	crypto_view_status_clear(&st);
+	g_free(outer);
+}
+
 static void test_build_lone_cr(void **state)
 {
 	(void)state;
@@ -1224,6 +1266,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_classify),
 		cmocka_unit_test(test_build_protected_headers),
+		cmocka_unit_test(test_build_gossip),
 		cmocka_unit_test(test_build_lone_cr),
 		cmocka_unit_test(test_build_inline_and_limits),
 		cmocka_unit_test(test_pgp_mime_round_trip),
