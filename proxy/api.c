@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "api_check.h"
+#include "api_static.h"
 #include "api_token.h"
 #include "cli_keys.h"
 #include "cli_policy.h"
@@ -95,6 +96,7 @@ struct api_request {
 	unsigned status;
 	GString *reply;		/* NULL until there is an answer */
 	const char *content_type;	/* NULL: JSON */
+	bool page;		/* a console file: cached with revalidation, under a CSP */
 	char allow[64];		/* for 405 */
 	bool queued;
 };
@@ -173,7 +175,12 @@ static enum MHD_Result api_queue(api_request *r)
 		return MHD_NO;
 	MHD_add_response_header(resp, "Content-Type", r->content_type != NULL ? r->content_type :
 				"application/json; charset=utf-8");
-	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	if (r->page) {
+		MHD_add_response_header(resp, "Cache-Control", "no-cache");
+		MHD_add_response_header(resp, "Content-Security-Policy", API_STATIC_CSP);
+	} else {
+		MHD_add_response_header(resp, "Cache-Control", "no-store");
+	}
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
 	if (r->status == 401)
@@ -575,6 +582,33 @@ static void api_get_metrics(api *a, api_request *r)
 	r->reply = out;
 	r->status = 200;
 	r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/* ---- the web console's files ---------------------------------------------------- */
+
+static void api_serve_file(api_request *r, const char *name)
+{
+	const api_static_file *f = api_static_find(name);
+	if (f == NULL) {
+		api_fail(r, 404, "no such resource");
+		return;
+	}
+	if (r->reply != NULL)
+		g_string_free(r->reply, TRUE);
+	r->reply = g_string_new_len((const char *)f->data, (gssize)f->size);
+	r->status = 200;
+	r->content_type = f->content_type;
+	r->page = true;
+}
+
+static void api_get_console_index(api *a, api_request *r)
+{
+	api_serve_file(r, API_STATIC_INDEX);
+}
+
+static void api_get_console_file(api *a, api_request *r)
+{
+	api_serve_file(r, r->segs[1]);
 }
 
 /* ---- keys ---------------------------------------------------------------------- */
@@ -1329,6 +1363,11 @@ static const api_route api_routes[] = {
 	{ "GET", "api/v1/recipients", api_get_recipients, 0, 0 },
 	{ "POST", "api/v1/check-recipients", api_post_check_recipients, API_BODY_MAX, 0 },
 	{ "GET", "metrics", api_get_metrics, 0, 0 },
+	/* The web console: "" is "/". MHD answers HEAD without the body. */
+	{ "GET", "", api_get_console_index, 0, API_ROUTE_PUBLIC },
+	{ "HEAD", "", api_get_console_index, 0, API_ROUTE_PUBLIC },
+	{ "GET", "console/*", api_get_console_file, 0, API_ROUTE_PUBLIC },
+	{ "HEAD", "console/*", api_get_console_file, 0, API_ROUTE_PUBLIC },
 };
 
 static bool api_route_matches(const char *pattern, char **segs)
