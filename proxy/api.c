@@ -1236,10 +1236,37 @@ static bool api_recipient(api *a, api_request *r, JsonBuilder *b, const config_a
 		json_builder_add_string_value(b, matched);
 	else
 		json_builder_add_null_value(b);
+	/* Autocrypt's say over a key it brought (keystore_autocrypt_opportunistic):
+	 * reported whenever it has one, deciding under opportunistic only. */
+	bool ac_allows = true;
+	keystore_autocrypt_recommendation ac_rec = KEYSTORE_AUTOCRYPT_AVAILABLE;
+	bool ac_say = false;
+	if (found == KEYSTORE_KEY_FOUND && key->subkeys != NULL) {
+		keystore_key_state st;
+		bool known = false;
+		if (keystore_key_state_get(a->db, key->subkeys->fpr, &st, &known, &error) == 0 &&
+		    known && st.source == KEYSTORE_SOURCE_AUTOCRYPT &&
+		    st.acceptance != KEYSTORE_ACCEPTANCE_VERIFIED) {
+			ac_say = keystore_autocrypt_opportunistic(a->db, acct->address, address,
+								  key->subkeys->fpr,
+								  acct->prefer_encrypt_mutual,
+								  &ac_allows, &ac_rec, &error) == 0;
+			if (!ac_say)
+				ac_allows = true;
+		}
+	}
+	json_builder_set_member_name(b, "autocrypt");
+	if (ac_say)
+		json_builder_add_string_value(b, keystore_autocrypt_recommendation_name(ac_rec));
+	else
+		json_builder_add_null_value(b);
 	const char *outcome;
 	if (found == KEYSTORE_KEY_TEMPFAIL && policy != KEYSTORE_POLICY_NEVER)
 		outcome = "tempfail";
 	else if (policy == KEYSTORE_POLICY_NEVER)
+		outcome = "plain";
+	else if (found == KEYSTORE_KEY_FOUND && policy == KEYSTORE_POLICY_OPPORTUNISTIC &&
+		 !ac_allows)
 		outcome = "plain";
 	else if (found == KEYSTORE_KEY_FOUND)
 		outcome = "encrypt";

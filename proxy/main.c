@@ -204,7 +204,7 @@ static void main_demo_stop(const char *dir)
 		     NULL, NULL, &status, NULL);
 }
 
-static void main_print_endpoints(const config *cfg)
+static void main_print_endpoints(const config *cfg, const char *config_path)
 {
 	char fpr[128];
 	const char *error;
@@ -237,8 +237,10 @@ static void main_print_endpoints(const config *cfg)
 		       gw->listen.host, gw->listen.port, gw->account.smtp_upstream.url);
 	}
 	if (!cfg->api_listen_default)
-		printf("  local API http://%s:%d/api/v1/ (token: sealpost pair)\n",
-		       cfg->api_listen.host, cfg->api_listen.port);
+		printf("  web console http://%s:%d/ and local API http://%s:%d/api/v1/\n"
+		       "    its token: sealpost pair --config %s\n", cfg->api_listen.host,
+		       cfg->api_listen.port, cfg->api_listen.host, cfg->api_listen.port,
+		       config_path);
 	if (tls_cert_fingerprint(cfg->tls_cert, fpr, sizeof(fpr), &error) == 0)
 		printf("  certificate %s\n  SHA-256 %s\n", cfg->tls_cert, fpr);
 	printf("  log in with the provider's user name and password.\n\n");
@@ -317,7 +319,7 @@ static int cmd_serve(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	log_info(NULL, "starting", "sealpost %s, config %s", SEALPOST_VERSION, config_path);
-	main_print_endpoints(cfg);
+	main_print_endpoints(cfg, config_path);
 	ret = server_run(main_server) < 0 ? EXIT_RUNTIME : EXIT_OK;
 	if (server_drain(main_server, 5000) < 0) {
 		/* A session stuck on the provider still uses the config and

@@ -16,6 +16,7 @@ import sqlite3
 import sys
 import time
 import unittest
+import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +39,9 @@ class AutocryptOpportunistic(unittest.TestCase):
             cls.keyrings = gpgkeys.Keyrings([ALICE, BOB])
             # sealpost knows alice's own key only: bob's must come by mail.
             home = cls.keyrings.sealpost_home(ALICE, [])
-            cls.sealpost = harness.Sealpost(cls.p, global_={"gnupg_home": home})
+            cls.api_port = harness.free_port()
+            cls.sealpost = harness.Sealpost(cls.p, global_={
+                "gnupg_home": home, "api_listen": "127.0.0.1:%d" % cls.api_port})
             bob_home = cls.keyrings.user_home[BOB]
             r = cls.keyrings.gpg(bob_home, "--export", "--export-options", "export-minimal",
                                  cls.keyrings.fpr[BOB])
@@ -61,6 +64,16 @@ class AutocryptOpportunistic(unittest.TestCase):
         r = harness.run_sealpost(*args, "--config", self.sealpost.config_path)
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout
+
+    def api_bob(self):
+        """What the compose window is told about bob (GET /api/v1/recipients)."""
+        token = json.loads(self.cli("pair", "--json"))["token"]
+        req = urllib.request.Request(
+            "http://127.0.0.1:%d/api/v1/recipients?address=%s" % (self.api_port, BOB),
+            headers={"Authorization": "Bearer " + token})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            [rcpt] = json.load(r)["recipients"]
+        return rcpt
 
     def bob_keys(self):
         return [k for k in json.loads(self.cli("keys", "list", "--json"))
@@ -175,6 +188,8 @@ class AutocryptOpportunistic(unittest.TestCase):
         self.assertTrue(dec.ok and dec.decrypted, dec)
         self.assertIn(b"the body of after", dec.data)
         self.assertIn("encrypted", self.decision(msgid)[0])
+        rcpt = self.api_bob()
+        self.assertEqual((rcpt["outcome"], rcpt["autocrypt"]), ("encrypt", "available"))
 
         # bob writes again today, without the header: the key he announced
         # is 50 days older than his last message, so Autocrypt recommends
@@ -191,6 +206,10 @@ class AutocryptOpportunistic(unittest.TestCase):
         self.assertNotIn("encrypted", decision)
         self.assertIn("discourage", reason)
         self.assertIn("<%s>" % BOB, reason)
+        # The compose window is told the same before sending.
+        rcpt = self.api_bob()
+        self.assertEqual((rcpt["outcome"], rcpt["autocrypt"], rcpt["key_usable"]),
+                         ("plain", "discourage", True))
 
         # Under require the recommendation does not matter: a usable key
         # is a usable key.
@@ -211,6 +230,8 @@ class AutocryptOpportunistic(unittest.TestCase):
         self.assertIn(b"multipart/encrypted", raw)
         self.assertNotIn(b"the body of verified", raw)
         self.assertEqual(self.decision(msgid)[1], None)
+        rcpt = self.api_bob()
+        self.assertEqual((rcpt["outcome"], rcpt["autocrypt"]), ("encrypt", None))
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ class DemoTest(unittest.TestCase):
         self.assertIn(b"through the demo", retr)
         pop.quit()
         # The local API is served, behind its token.
-        self.assertIn("local API http://127.0.0.1:7587/api/v1/", t)
+        self.assertIn("web console http://127.0.0.1:7587/ and local API "
+                      "http://127.0.0.1:7587/api/v1/", t)
         api = http.client.HTTPConnection("127.0.0.1", 7587, timeout=10)
         api.request("GET", "/api/v1/status")
         self.assertEqual(api.getresponse().status, 401)
