@@ -17,8 +17,13 @@
 
 /* argv[1] of a worker process: a program that starts the pool runs
  * crypto_gpgproc_worker_main when it sees it (sealpost's main does, and so
- * does any test that starts a pool). Not a command a user types. */
-#define CRYPTO_GPGPROC_WORKER_ARG "__gpgproc-worker"
+ * does any test that starts a pool). Not a command a user types. It names
+ * the version of the frames spoken over the socket: bump it with any change
+ * to them, so that a sealpost and a sealpost-gpgworker from different builds
+ * (binaries replaced under a running sealpost) refuse each other — the
+ * worker exits at once and its operations fail temporarily — instead of
+ * misreading each other. 2: view answers carry Autocrypt-Gossip values. */
+#define CRYPTO_GPGPROC_WORKER_ARG "__gpgproc-worker-2"
 /* The small program workers run when it stands next to sealpost. */
 #define CRYPTO_GPGPROC_WORKER_EXE "sealpost-gpgworker"
 
