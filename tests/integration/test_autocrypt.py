@@ -11,7 +11,6 @@ import email.utils
 import imaplib
 import json
 import os
-import smtplib
 import sqlite3
 import sys
 import time
@@ -21,47 +20,35 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (puts tests/provider on sys.path)
-import gpgkeys  # noqa: E402
-
-ALICE = "alice@example.test"
-BOB = "bob@example.test"
+import alicebob  # noqa: E402
+from alicebob import ALICE, BOB  # noqa: E402
 DAY = 86400
 
 
-class AutocryptOpportunistic(unittest.TestCase):
+class AutocryptOpportunistic(alicebob.AliceToBob):
+    # sealpost knows alice's own key only: bob's must come by mail.
+    SEALPOST_PUBLICS = []
+
+    @classmethod
+    def sealpost_global(cls):
+        cls.api_port = harness.free_port()
+        return {"api_listen": "127.0.0.1:%d" % cls.api_port}
+
     @classmethod
     def setUpClass(cls):
-        cls.provider = harness.Provider()
-        cls.p = cls.provider.__enter__()
-        cls.keyrings = None
-        cls.sealpost = None
+        super().setUpClass()
         try:
-            cls.keyrings = gpgkeys.Keyrings([ALICE, BOB])
-            # sealpost knows alice's own key only: bob's must come by mail.
-            home = cls.keyrings.sealpost_home(ALICE, [])
-            cls.api_port = harness.free_port()
-            cls.sealpost = harness.Sealpost(cls.p, global_={
-                "gnupg_home": home, "api_listen": "127.0.0.1:%d" % cls.api_port})
-            bob_home = cls.keyrings.user_home[BOB]
-            r = cls.keyrings.gpg(bob_home, "--export", "--export-options", "export-minimal",
-                                 cls.keyrings.fpr[BOB])
+            r = cls.keyrings.gpg(cls.keyrings.user_home[BOB], "--export", "--export-options",
+                                 "export-minimal", cls.keyrings.fpr[BOB])
             cls.bob_keydata = base64.b64encode(r.data).decode()
         except BaseException:
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def tearDownClass(cls):
-        if cls.sealpost is not None:
-            cls.sealpost.close()
-        if cls.keyrings is not None:
-            cls.keyrings.close()
-        cls.provider.__exit__(None, None, None)
-
     # ------------------------------------------------------------ helpers
 
     def cli(self, *args):
-        r = harness.run_sealpost(*args, "--config", self.sealpost.config_path)
+        r = self.run_cli(*args)
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout
 
@@ -78,37 +65,6 @@ class AutocryptOpportunistic(unittest.TestCase):
     def bob_keys(self):
         return [k for k in json.loads(self.cli("keys", "list", "--json"))
                 if k["fingerprint"].upper() == self.keyrings.fpr[BOB]]
-
-    def send(self, subject):
-        msgid = "%s@example.test" % uuid.uuid4().hex
-        msg = ("From: Alice <%s>\r\nTo: Bob <%s>\r\nSubject: %s\r\nMessage-ID: <%s>\r\n\r\n"
-               "the body of %s\r\n" % (ALICE, BOB, subject, msgid, subject)).encode()
-        c = smtplib.SMTP("127.0.0.1", self.sealpost.smtp_port, timeout=60)
-        try:
-            c.starttls(context=self.sealpost.ssl_context())
-            c.login(ALICE, self.p.users[ALICE])
-            c.sendmail(ALICE, [BOB], msg)
-        finally:
-            c.quit()
-        return msgid
-
-    def received(self, msgid, timeout=20):
-        want = ("<%s>" % msgid).encode()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for raw in self.p.read_messages(BOB):
-                if want in raw:
-                    return raw
-            time.sleep(0.05)
-        self.fail("no message %s for bob\n%s" % (msgid, self.sealpost.log_tail(20)))
-
-    def decision(self, msgid):
-        db = sqlite3.connect(os.path.join(self.sealpost.state_dir, "sealpost.db"))
-        try:
-            return db.execute("SELECT decision, reason FROM decision WHERE message_id = ?",
-                              (msgid,)).fetchone()
-        finally:
-            db.close()
 
     def from_bob(self, subject, date, autocrypt=True):
         """Delivers a plaintext message from bob into alice's INBOX."""

@@ -23,11 +23,11 @@ import sys
 import tempfile
 import time
 import unittest
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (puts tests/provider on sys.path)
 import gpgkeys  # noqa: E402
+import alicebob  # noqa: E402
 import provider as _provider  # noqa: E402
 
 ALICE = "alice@example.test"
@@ -841,59 +841,13 @@ class KeysCliTest(unittest.TestCase):
 
 
 @unittest.skipUnless(have_sealpost(), "SEALPOST_BIN not built")
-class RejectedKeyNotUsed(unittest.TestCase):
+class RejectedKeyNotUsed(alicebob.AliceToBob):
     """A running sealpost encrypts to bob; `sealpost keys reject` makes the
     next message go out in plaintext (opportunistic) or be refused
     (require); `verify` brings encryption back. No restart."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.provider = harness.Provider()
-        cls.p = cls.provider.__enter__()
-        cls.keyrings = None
-        cls.sealpost = None
-        try:
-            cls.keyrings = gpgkeys.Keyrings([ALICE, BOB])
-            home = cls.keyrings.sealpost_home(ALICE, [BOB])
-            cls.sealpost = harness.Sealpost(cls.p, global_={"gnupg_home": home})
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.sealpost is not None:
-            cls.sealpost.close()
-        if cls.keyrings is not None:
-            cls.keyrings.close()
-        cls.provider.__exit__(None, None, None)
-
     def keys(self, *args):
-        return harness.run_sealpost("keys", *args, "--config", self.sealpost.config_path)
-
-    def send(self, subject):
-        msgid = "%s@example.test" % uuid.uuid4().hex
-        msg = ("From: Alice <%s>\r\nTo: Bob <%s>\r\nSubject: %s\r\nMessage-ID: <%s>\r\n\r\n"
-               "the body of %s\r\n" % (ALICE, BOB, subject, msgid, subject)).encode()
-        ctx = self.sealpost.ssl_context()
-        c = smtplib.SMTP("127.0.0.1", self.sealpost.smtp_port, timeout=60)
-        try:
-            c.starttls(context=ctx)
-            c.login(ALICE, self.p.users[ALICE])
-            c.sendmail(ALICE, [BOB], msg)
-        finally:
-            c.quit()
-        return msgid
-
-    def received(self, msgid, timeout=20):
-        want = ("<%s>" % msgid).encode()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for raw in self.p.read_messages(BOB):
-                if want in raw:
-                    return raw
-            time.sleep(0.05)
-        self.fail("no message %s for bob\n%s" % (msgid, self.sealpost.log_tail(20)))
+        return self.run_cli("keys", *args)
 
     def test_reject_then_verify(self):
         bob = self.keyrings.fpr[BOB]
@@ -927,14 +881,6 @@ class RejectedKeyNotUsed(unittest.TestCase):
         r = harness.run_sealpost("policy", "unset", BOB, "--config", self.sealpost.config_path)
         self.assertEqual(r.returncode, 0, r.stderr)
 
-    def last_decision(self, msgid):
-        db = sqlite3.connect(os.path.join(self.sealpost.state_dir, "sealpost.db"))
-        try:
-            return db.execute("SELECT decision, reason FROM decision WHERE message_id = ?",
-                              (msgid,)).fetchone()
-        finally:
-            db.close()
-
     def test_autocrypt_no_say_over_a_verified_key(self):
         """bob's Autocrypt key is 40 days older than the last message seen
         from him: the recommendation is "discourage". His key is one the
@@ -944,7 +890,7 @@ class RejectedKeyNotUsed(unittest.TestCase):
         self.assertEqual(self.keys("verify", self.keyrings.fpr[BOB], "--yes").returncode, 0)
         msgid = self.send("fresh")
         self.assertIn(b"multipart/encrypted", self.received(msgid))
-        self.assertEqual(self.last_decision(msgid)[1], None)
+        self.assertEqual(self.decision(msgid)[1], None)
         now = int(time.time())
         db = sqlite3.connect(os.path.join(self.sealpost.state_dir, "sealpost.db"))
         db.execute("INSERT OR REPLACE INTO autocrypt_peer (account, addr, last_seen, "
@@ -956,7 +902,7 @@ class RejectedKeyNotUsed(unittest.TestCase):
         try:
             msgid = self.send("stale")
             self.assertIn(b"multipart/encrypted", self.received(msgid))
-            decision, reason = self.last_decision(msgid)
+            decision, reason = self.decision(msgid)
             self.assertIn("encrypted", decision)
             self.assertEqual(reason, None)
         finally:
