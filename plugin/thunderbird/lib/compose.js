@@ -123,8 +123,23 @@ export function recipientAddresses(details) {
 	return out;
 }
 
-/* What happens to one recipient when the message says encrypt = mode (the
- * header beats the rules when the account honours it). */
+const POLICIES = ["require", "opportunistic", "never"];
+
+/* The policy sealpost's rules give a recipient of a check-recipients reply. */
+function rulePolicy(r) {
+	if (r && POLICIES.includes(r.policy))
+		return r.policy;
+	return r && r.outcome === "refuse" ? "require" : "opportunistic";
+}
+
+/* Whether Autocrypt lets sealpost encrypt to the key it brought (it has a
+ * say under opportunistic only: "discourage" and "disable" say no). */
+function autocryptAllows(r) {
+	return !(r && (r.autocrypt === "discourage" || r.autocrypt === "disable"));
+}
+
+/* What happens to one recipient alone when the message says encrypt = mode
+ * (the header beats the rules when the account honours it). */
 export function outcomeFor(r, mode, honoured) {
 	if (!r || r.valid === false)
 		return "invalid";
@@ -134,68 +149,175 @@ export function outcomeFor(r, mode, honoured) {
 		return r.outcome;
 	if (mode === "never")
 		return "plain";
-	if (r.key_usable)
+	if (r.key_usable && (mode === "require" || autocryptAllows(r)))
 		return "encrypt";
 	return mode === "require" ? "refuse" : "plain";
 }
 
-/* The recipients check in words: {state, title, lines: [{address, text, tone}]}.
- * state: "empty", "all-keys", "some-lack-keys", "refused", "error". */
-export function summarizeRecipients(reply, mode = "default", honoured = true) {
+/* What sealpost will do with the message, as its outbound path decides:
+ * the recipients the header names (To, Cc) share one copy, each other one
+ * (Bcc) gets a copy alone; a copy is encrypted only when every recipient
+ * of it has a usable key; a recipient whose policy is require makes its
+ * whole copy require, one whose policy is never (and none require) makes
+ * it plain; a copy that requires encryption with a key missing makes
+ * sealpost refuse the whole message.
+ *
+ * reply: the check-recipients answer; mode: the message's encrypt choice;
+ * honoured: whether the account reads X-Sealpost-*; visible: a Set of the
+ * lower-case addresses of To and Cc (null: all of them).
+ *
+ * Answers {verdict, people, lacking, missing, requiredBy, encrypted, plain,
+ * header}: verdict "empty", "encrypt" (for everyone), "plain" (for
+ * everyone), "mixed", "refuse" or "tempfail"; people [{address, visible,
+ * policy, fate, why, hasKey, keyUsable, problem, error, autocrypt}] with fate
+ * "encrypt", "plain", "refuse" or "tempfail" and why "no-key", "autocrypt",
+ * "invalid", "chosen" (the message says never), "rules" (a rule says never)
+ * or null; lacking: the people whose missing key makes a copy plain;
+ * missing: those whose missing key makes sealpost refuse; requiredBy: the
+ * people of a refused copy whose policy is require. */
+export function planMessage(reply, mode = "default", honoured = true, visible = null) {
 	const list = reply && Array.isArray(reply.recipients) ? reply.recipients : [];
-	if (list.length === 0)
-		return { state: "empty", title: "No recipients yet.", lines: [] };
-	const lines = [];
-	let lacking = 0, refused = 0, plain = 0, temp = 0;
-	for (const r of list) {
-		const address = String(r && r.address != null ? r.address : "?");
-		const outcome = outcomeFor(r, mode, honoured);
-		if (outcome === "invalid") {
-			lacking++;
-			lines.push({ address, tone: "bad", text: `${address} is not a valid address` +
-				(r && r.error ? ` (${r.error})` : "") + "." });
+	const header = honoured && POLICIES.includes(mode) ? mode : null;
+	const people = list.map((r0) => {
+		const r = r0 && typeof r0 === "object" ? r0 : {};
+		const address = String(r.address != null ? r.address : "?");
+		const valid = r0 != null && r.valid !== false;
+		return {
+			address, valid, visible: visible instanceof Set ? visible.has(address.toLowerCase()) : true,
+			policy: header || rulePolicy(r), fate: null, why: valid ? null : "invalid", hasKey: false,
+			keyUsable: valid && r.key_usable === true, problem: r.key_problem || null,
+			error: r.error || null, autocrypt: typeof r.autocrypt === "string" ? r.autocrypt : null,
+			tempfail: valid && r.outcome === "tempfail",
+		};
+	});
+	const groups = [];
+	const shown = people.filter((p) => p.visible);
+	if (shown.length > 0)
+		groups.push(shown);
+	for (const p of people)
+		if (!p.visible)
+			groups.push([p]);
+	for (const g of groups) {
+		const gp = g.some((p) => p.policy === "require") ? "require" :
+			g.some((p) => p.policy === "never") ? "never" : "opportunistic";
+		if (gp === "never") {
+			for (const p of g) {
+				p.fate = "plain";
+				if (p.valid)
+					p.why = header === "never" ? "chosen" : "rules";
+			}
 			continue;
 		}
-		if (!r.key_usable)
-			lacking++;
-		if (outcome === "refuse")
-			refused++;
-		if (outcome === "plain")
-			plain++;
-		if (outcome === "tempfail")
-			temp++;
-		const why = r.key_problem ? ` (${r.key_problem})` : "";
-		let text;
-		if (r.key_usable)
-			text = `${address} has a usable key` + (outcome === "plain" ? ", but will get it unencrypted." : ".");
-		else if (outcome === "refuse")
-			text = `${address} lacks a usable key${why}: encryption is required, so sealpost will refuse to send.`;
-		else if (outcome === "tempfail")
-			text = `${address}: sealpost cannot check the keys right now; try again.`;
-		else
-			text = `${address} lacks a usable key${why}: it will be sent unencrypted.`;
-		lines.push({ address, text,
-			tone: r.key_usable && outcome === "encrypt" ? "good" : outcome === "refuse" || outcome === "tempfail" ? "bad" : "warning" });
+		for (const p of g) {
+			p.hasKey = p.keyUsable && (gp !== "opportunistic" || autocryptAllows(p));
+			if (p.valid && !p.hasKey)
+				p.why = p.keyUsable ? "autocrypt" : "no-key";
+		}
+		const fate = g.some((p) => p.tempfail) ? "tempfail" : g.every((p) => p.hasKey) ? "encrypt" :
+			gp === "require" ? "refuse" : "plain";
+		for (const p of g)
+			p.fate = fate;
 	}
+	const count = (f) => people.filter((p) => p.fate === f).length;
+	let verdict;
+	if (people.length === 0)
+		verdict = "empty";
+	else if (count("refuse") > 0)
+		verdict = "refuse";
+	else if (count("tempfail") > 0)
+		verdict = "tempfail";
+	else if (count("encrypt") === people.length)
+		verdict = "encrypt";
+	else if (count("plain") === people.length)
+		verdict = "plain";
+	else
+		verdict = "mixed";
+	const out = people.map(({ tempfail, valid, ...p }) => ({ ...p, valid }));
+	return {
+		verdict, people: out, header,
+		lacking: out.filter((p) => p.fate === "plain" && !p.hasKey && p.why !== "chosen" && p.why !== "rules"),
+		missing: out.filter((p) => p.fate === "refuse" && !p.hasKey),
+		requiredBy: out.filter((p) => p.fate === "refuse" && p.policy === "require"),
+		encrypted: count("encrypt"), plain: count("plain"),
+	};
+}
+
+function lineFor(p) {
+	const a = p.address;
+	const why = p.problem ? ` (${p.problem})` : "";
+	if (!p.valid)
+		return { tone: "bad", text: `${a} is not a valid address` + (p.error ? ` (${p.error})` : "") + "." };
+	switch (p.fate) {
+	case "encrypt":
+		return { tone: "good", text: `${a} has a usable key.` };
+	case "tempfail":
+		return { tone: "bad", text: `${a}: sealpost cannot check the keys right now; try again.` };
+	case "refuse":
+		if (p.hasKey)
+			return { tone: "good", text: `${a} has a usable key.` };
+		if (p.why === "autocrypt")
+			return { tone: "bad", text: `${a} has a key only Autocrypt vouches for, and it advises ` +
+				`against encrypting (${p.autocrypt}): encryption is required, so sealpost will refuse to send.` };
+		return { tone: "bad", text: `${a} lacks a usable key${why}: encryption is required, so sealpost will refuse to send.` };
+	default:
+		if (p.why === "no-key")
+			return { tone: "warning", text: `${a} lacks a usable key${why}: it will be sent unencrypted.` };
+		if (p.why === "autocrypt")
+			return { tone: "warning", text: `${a} has a key, but Autocrypt advises against encrypting ` +
+				`to it (${p.autocrypt}): it will be sent unencrypted.` };
+		if (p.keyUsable && (p.why === "chosen" || p.why === "rules"))
+			return { tone: "warning", text: `${a} has a usable key, but will get it unencrypted.` };
+		if (p.keyUsable)
+			return { tone: "warning", text: `${a} has a usable key, but will get it unencrypted: ` +
+				"another recipient of the same copy lacks one." };
+		return { tone: "warning", text: `${a} lacks a usable key${why}: it will be sent unencrypted.` };
+	}
+}
+
+/* The recipients check in words: {state, title, lines: [{address, text, tone}],
+ * plan} (plan: see planMessage). state: "empty", "all-keys",
+ * "some-lack-keys", "refused", "error". */
+export function summarizeRecipients(reply, mode = "default", honoured = true, visible = null) {
+	const plan = planMessage(reply, mode, honoured, visible);
+	if (plan.verdict === "empty")
+		return { state: "empty", title: "No recipients yet.", lines: [], plan };
+	const lines = plan.people.map((p) => ({ address: p.address, ...lineFor(p) }));
+	const lacking = plan.people.filter((p) => !p.keyUsable).length;
 	let state, title;
-	if (refused > 0) {
+	switch (plan.verdict) {
+	case "refuse": {
 		state = "refused";
-		title = "sealpost will refuse this message: " + (refused === 1 ?
+		const n = plan.missing.length;
+		const ownFault = plan.missing.every((p) => p.policy === "require");
+		title = "sealpost will refuse this message: " + (ownFault ? (n === 1 ?
 			"a recipient must get it encrypted but lacks a usable key." :
-			`${refused} recipients must get it encrypted but lack usable keys.`);
-	} else if (temp > 0) {
+			`${n} recipients must get it encrypted but lack usable keys.`) :
+			"encryption is required, and " + (n === 1 ? "a recipient lacks a usable key." :
+				`${n} recipients lack usable keys.`));
+		break;
+	}
+	case "tempfail":
 		state = "error";
 		title = "sealpost cannot check the keys right now; try again in a moment.";
-	} else if (lacking === 0) {
+		break;
+	case "encrypt":
 		state = "all-keys";
-		title = plain === 0 ? `Every recipient has a usable key: the message will be encrypted.` :
-			"Every recipient has a usable key, but the message will be sent unencrypted (encryption is off).";
-	} else {
-		state = "some-lack-keys";
-		title = `${lacking === 1 ? "One recipient lacks" : lacking + " recipients lack"} a usable key: ` +
-			"the message will not be encrypted for everyone.";
+		title = "Every recipient has a usable key: the message will be encrypted.";
+		break;
+	default:
+		if (lacking === 0 && plan.lacking.length === 0) {
+			state = "all-keys";
+			title = "Every recipient has a usable key, but the message will be sent unencrypted (encryption is off).";
+		} else {
+			state = "some-lack-keys";
+			const n = Math.max(lacking, plan.lacking.length);
+			title = `${n === 1 ? "One recipient lacks" : n + " recipients lack"} a usable key: ` +
+				(plan.verdict === "plain" ? "the message will be sent unencrypted." :
+					"the message will not be encrypted for everyone.");
+		}
+		break;
 	}
-	return { state, title, lines };
+	return { state, title, lines, plan };
 }
 
 /* The sealpost account name for the identity of compose details (null: let
@@ -214,27 +336,44 @@ export async function accountForIdentity(messenger, accounts, identityId) {
 	return match || null;
 }
 
-/* The recipients check for compose window tabId: the summary (see
- * summarizeRecipients) plus the choice, or state "error" with a notice
- * (unreachable, wrong token, not paired). */
-export async function checkComposeRecipients(messenger, api, tabId) {
-	const details = await messenger.compose.getComposeDetails(tabId);
+/* The lower-case addresses the message header names (To and Cc): sealpost
+ * sends them one shared copy; each Bcc recipient gets a copy alone. */
+export function visibleAddresses(details) {
+	const out = new Set();
+	for (const field of ["to", "cc"])
+		for (const a of addressesOf(details ? details[field] : null))
+			out.add(a.toLowerCase());
+	return out;
+}
+
+/* The recipients check for compose details (as getComposeDetails or
+ * onBeforeSend give them): the summary (see summarizeRecipients) plus the
+ * choice, the sealpost account asked for and whether it is the identity's
+ * own (matched), or state "error" with a notice (unreachable, wrong token,
+ * not paired). */
+export async function checkDetails(messenger, api, details) {
 	const choice = choiceFromHeaders(details && details.customHeaders);
 	const addresses = recipientAddresses(details);
 	if (!api)
-		return { state: "error", choice, notice: noticeFor("not-paired"), title: noticeFor("not-paired").title, lines: [] };
+		return { state: "error", choice, notice: noticeFor("not-paired"), title: noticeFor("not-paired").title,
+			lines: [], kind: "not-paired", addresses };
 	if (addresses.length === 0)
-		return { state: "empty", choice, title: "No recipients yet.", lines: [] };
+		return { state: "empty", choice, title: "No recipients yet.", lines: [], addresses };
 	try {
 		const accounts = await api.accounts();
 		const account = await accountForIdentity(messenger, accounts, details && details.identityId);
 		const reply = await api.checkRecipients(account ? { addresses, account: account.name } : { addresses });
 		const honoured = account ? account.policy_header !== false :
 			!(Array.isArray(accounts) && accounts[0] && accounts[0].policy_header === false);
-		return { ...summarizeRecipients(reply, choice.encrypt, honoured), choice,
-			account: account ? account.name : null, honoured };
+		return { ...summarizeRecipients(reply, choice.encrypt, honoured, visibleAddresses(details)), choice,
+			account: account ? account.name : null, matched: account != null, honoured, addresses };
 	} catch (e) {
 		const notice = noticeFor(e, api.base);
-		return { state: "error", choice, notice, title: notice.title, lines: [], kind: errorKind(e) };
+		return { state: "error", choice, notice, title: notice.title, lines: [], kind: errorKind(e), addresses };
 	}
+}
+
+/* The recipients check for compose window tabId (see checkDetails). */
+export async function checkComposeRecipients(messenger, api, tabId) {
+	return checkDetails(messenger, api, await messenger.compose.getComposeDetails(tabId));
 }

@@ -4,6 +4,7 @@
 import { SealpostApi } from "../console/api.js";
 import { loadPairing, makeApi } from "../lib/pairing.js";
 import { applyChoice, checkComposeRecipients, choiceFromHeaders } from "../lib/compose.js";
+import { badgeFor, showBadge, CHANGED_MESSAGE } from "../lib/watch.js";
 
 let tabId = null;
 let api = null;
@@ -27,6 +28,7 @@ async function recheck() {
 	list.textContent = "";
 	notice.hidden = true;
 	const result = await checkComposeRecipients(messenger, api, tabId);
+	await showBadge(messenger, tabId, badgeFor(result));
 	summary.textContent = result.title;
 	summary.className = result.state;
 	for (const line of result.lines) {
@@ -54,6 +56,8 @@ async function main() {
 	select("sign", choice.sign);
 	document.getElementById("choice").addEventListener("change", async () => {
 		await applyChoice(messenger, tabId, { encrypt: selected("encrypt"), sign: selected("sign") });
+		/* The background checks again too (it keeps the badge for the tab). */
+		messenger.runtime.sendMessage({ type: CHANGED_MESSAGE, tabId }).catch(() => {});
 		await recheck();
 	});
 	document.getElementById("recheck").addEventListener("click", () => recheck());

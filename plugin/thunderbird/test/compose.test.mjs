@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
 	headersForChoice, mergeCustomHeaders, choiceFromHeaders, applyChoice, recipientAddresses,
-	summarizeRecipients, checkComposeRecipients, outcomeFor, choiceTitle,
+	summarizeRecipients, checkComposeRecipients, outcomeFor, choiceTitle, planMessage, visibleAddresses,
 } from "../lib/compose.js";
 import { fakeMessenger, fakeFetch, api, recipient, TOKEN } from "./fakes.mjs";
 
@@ -100,7 +100,11 @@ test("a recipient lacks a key", async () => {
 	const f = fakeFetch({ accounts: ACCOUNTS, recipients: { "bob@example.net": recipient("bob@example.net", true) } });
 	const r = await checkComposeRecipients(m, api(f), 7);
 	assert.equal(r.state, "some-lack-keys");
-	assert.equal(r.title, "One recipient lacks a usable key: the message will not be encrypted for everyone.");
+	/* To and Cc share one copy: bob's key alone does not encrypt it. */
+	assert.equal(r.title, "One recipient lacks a usable key: the message will be sent unencrypted.");
+	assert.equal(r.plan.verdict, "plain");
+	assert.equal(r.lines[0].text, "bob@example.net has a usable key, but will get it unencrypted: " +
+		"another recipient of the same copy lacks one.");
 	assert.deepEqual(r.lines[1], { address: "x@example.com", tone: "warning",
 		text: "x@example.com lacks a usable key (no key): it will be sent unencrypted." });
 	assert.equal(f.requests.find((q) => q.path === "/api/v1/check-recipients").body.account, "home");
@@ -168,4 +172,34 @@ test("an identity sealpost does not know: no account named", async () => {
 	const r = await checkComposeRecipients(m, api(f), 7);
 	assert.equal(r.account, null);
 	assert.deepEqual(f.requests.find((q) => q.path === "/api/v1/check-recipients").body, { addresses: ["bob@example.net"] });
+});
+
+test("To and Cc share a copy: one recipient's require covers the others", () => {
+	const reply = { recipients: [recipient("bob@example.org", true, "require"), recipient("carol@example.net", false)] };
+	const shared = summarizeRecipients(reply, "default", true, new Set(["bob@example.org", "carol@example.net"]));
+	assert.equal(shared.state, "refused");
+	assert.equal(shared.title, "sealpost will refuse this message: encryption is required, and a recipient lacks a usable key.");
+	assert.equal(shared.lines[1].text, "carol@example.net lacks a usable key (no key): encryption is required, so sealpost will refuse to send.");
+	assert.deepEqual(shared.plan.missing.map((p) => p.address), ["carol@example.net"]);
+	assert.deepEqual(shared.plan.requiredBy.map((p) => p.address), ["bob@example.org"]);
+	/* carol in Bcc: her own copy, unencrypted; bob's encrypted. */
+	const bcc = summarizeRecipients(reply, "default", true, new Set(["bob@example.org"]));
+	assert.equal(bcc.state, "some-lack-keys");
+	assert.equal(bcc.plan.verdict, "mixed");
+	assert.equal(bcc.title, "One recipient lacks a usable key: the message will not be encrypted for everyone.");
+	assert.deepEqual(bcc.plan.people.map((p) => p.fate), ["encrypt", "plain"]);
+	/* A never rule for one Bcc recipient leaves the others alone. */
+	const never = planMessage({ recipients: [recipient("bob@example.net", true), recipient("x@example.org", true, "never")] },
+		"default", true, new Set(["bob@example.net"]));
+	assert.equal(never.verdict, "mixed");
+	assert.deepEqual(never.people.map((p) => p.why), [null, "rules"]);
+});
+
+test("visible addresses are To and Cc", async () => {
+	assert.deepEqual([...visibleAddresses({ to: ["Bob <Bob@example.net>"], cc: "c@x", bcc: ["d@y"] })], ["bob@example.net", "c@x"]);
+	const m = composeMessenger({ to: ["bob@example.net"], bcc: ["x@example.com"] });
+	const f = fakeFetch({ accounts: ACCOUNTS, recipients: { "bob@example.net": recipient("bob@example.net", true) } });
+	const r = await checkComposeRecipients(m, api(f), 7);
+	assert.equal(r.plan.verdict, "mixed");
+	assert.equal(r.matched, true);
 });

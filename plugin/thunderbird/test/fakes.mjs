@@ -31,7 +31,8 @@ export function fakeStorage(initial = {}) {
 /* messenger with: messages (id -> headers, or an Error to throw from
  * getFull), compose (tabId -> details), identities (id -> identity), tabs. */
 export function fakeMessenger({ messages = {}, compose = {}, identities = {}, tabs = [], displayed = {} } = {}) {
-	const calls = { setTitle: [], setComposeDetails: [], getFull: [], composeTitle: [] };
+	const calls = { setTitle: [], setComposeDetails: [], getFull: [], composeTitle: [], badgeText: [],
+		badgeColor: [], badgeTextColor: [], openPopup: [], getComposeDetails: [], sent: [] };
 	const composeState = structuredClone(compose);
 	return {
 		calls,
@@ -53,15 +54,28 @@ export function fakeMessenger({ messages = {}, compose = {}, identities = {}, ta
 		},
 		composeAction: {
 			async setTitle(details) { calls.composeTitle.push(structuredClone(details)); },
+			async setBadgeText(details) { calls.badgeText.push(structuredClone(details)); },
+			async setBadgeBackgroundColor(details) { calls.badgeColor.push(structuredClone(details)); },
+			async setBadgeTextColor(details) { calls.badgeTextColor.push(structuredClone(details)); },
+			async openPopup(options) { calls.openPopup.push(options === undefined ? null : structuredClone(options)); return true; },
+		},
+		runtime: {
+			async sendMessage(message) { calls.sent.push(structuredClone(message)); },
 		},
 		messageDisplay: {
 			async getDisplayedMessages(tabId) { return { id: null, messages: displayed[tabId] || [] }; },
 		},
 		tabs: {
 			async query() { return structuredClone(tabs); },
+			async get(tabId) {
+				if (!(tabId in composeState))
+					throw new Error(`no tab ${tabId}`);
+				return { id: tabId, type: "messageCompose", windowId: 1 };
+			},
 		},
 		compose: {
 			async getComposeDetails(tabId) {
+				calls.getComposeDetails.push(tabId);
 				if (!(tabId in composeState))
 					throw new Error(`no compose tab ${tabId}`);
 				return structuredClone(composeState[tabId]);
@@ -88,7 +102,8 @@ function reply(status, body) {
 }
 
 /* fetch answering like sealpost: mode "ok", "unreachable" (fetch rejects),
- * "wrong-token" (401 everywhere) or "forbidden" (403). Records requests. */
+ * "hang" (never answers), "wrong-token" (401 everywhere) or "forbidden"
+ * (403). Records requests. */
 export function fakeFetch({ mode = "ok", keys = [], accounts = [], recipients = {}, token = TOKEN } = {}) {
 	const requests = [];
 	const f = async (url, init = {}) => {
@@ -98,6 +113,8 @@ export function fakeFetch({ mode = "ok", keys = [], accounts = [], recipients = 
 			authorization: init.headers && init.headers.Authorization });
 		if (mode === "unreachable")
 			throw new TypeError("NetworkError when attempting to fetch resource.");
+		if (mode === "hang")
+			return new Promise(() => {});
 		if (mode === "forbidden")
 			return reply(403, { error: "Origin not accepted", status: 403 });
 		if (mode === "wrong-token" || !init.headers || init.headers.Authorization !== "Bearer " + token)
