@@ -118,6 +118,18 @@ static const char *const keystore_db_migrations[] = {
 	"  created INTEGER NOT NULL,"
 	"  UNIQUE (addr, new_fingerprint)"
 	");",
+
+	/* Key discovery (WKD, keyserver): the last lookup per address, so
+	 * that a miss is not asked again for a while and a hit is checked
+	 * again only now and then. */
+	"CREATE TABLE key_discovery ("
+	"  addr TEXT PRIMARY KEY CHECK (instr(addr, '@') > 0),"
+	"  checked INTEGER NOT NULL,"
+	"  result TEXT NOT NULL CHECK (result IN ('found', 'none', 'error')),"
+	"  method TEXT CHECK (method IN ('wkd', 'keyserver')),"
+	"  fingerprint TEXT,"
+	"  detail TEXT"
+	") WITHOUT ROWID;",
 };
 #define KEYSTORE_DB_VERSION ((int)G_N_ELEMENTS(keystore_db_migrations))
 
@@ -1581,5 +1593,113 @@ int keystore_pending_list(keystore_db *db,
 			break;
 	}
 	g_array_free(rows, TRUE);
+	return ret;
+}
+
+/* ---- key discovery cache ------------------------------------------------------ */
+
+static const char *const keystore_discovery_result_names[] = {
+	[KEYSTORE_DISCOVERY_FOUND] = "found",
+	[KEYSTORE_DISCOVERY_NONE] = "none",
+	[KEYSTORE_DISCOVERY_ERROR] = "error",
+};
+
+const char *keystore_discovery_result_name(keystore_discovery_result r)
+{
+	return (size_t)r < G_N_ELEMENTS(keystore_discovery_result_names)
+		? keystore_discovery_result_names[r] : "?";
+}
+
+/* Rare (one lookup per address and hour at most), so prepared per call. */
+int keystore_discovery_get(keystore_db *db, const char *addr, keystore_discovery_row *row_r,
+			   bool *found_r, const char **error_r)
+{
+	memset(row_r, 0, sizeof(*row_r));
+	*found_r = false;
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db->db, "SELECT checked, result, method, fingerprint, detail "
+				    "FROM key_discovery WHERE addr = ?1", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+	}
+	if (rc == SQLITE_ROW) {
+		row_r->checked = sqlite3_column_int64(st, 0);
+		int r = keystore_name_index(keystore_discovery_result_names,
+					    G_N_ELEMENTS(keystore_discovery_result_names),
+					    (const char *)sqlite3_column_text(st, 1));
+		const char *method = (const char *)sqlite3_column_text(st, 2);
+		row_r->result = r >= 0 ? (keystore_discovery_result)r : KEYSTORE_DISCOVERY_ERROR;
+		row_r->method = method != NULL && strcmp(method, "keyserver") == 0
+			? KEYSTORE_SOURCE_KEYSERVER : KEYSTORE_SOURCE_WKD;
+		keystore_db_column_fpr(st, 3, row_r->fingerprint);
+		const char *detail = (const char *)sqlite3_column_text(st, 4);
+		g_strlcpy(row_r->detail, detail != NULL ? detail : "", sizeof(row_r->detail));
+		*found_r = true;
+	} else if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	sqlite3_finalize(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_discovery_put(keystore_db *db, const char *addr, const keystore_discovery_row *row,
+			   const char **error_r)
+{
+	if (strchr(addr, '@') == NULL || strlen(addr) > KEYSTORE_TARGET_MAX) {
+		*error_r = "key discovery: not an address";
+		return -1;
+	}
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db->db, "INSERT OR REPLACE INTO key_discovery (addr, checked, "
+				    "result, method, fingerprint, detail) "
+				    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)(row->checked > 0 ? row->checked
+							   : time(NULL)));
+		sqlite3_bind_text(st, 3, keystore_discovery_result_name(row->result), -1,
+				  SQLITE_STATIC);
+		if (row->result == KEYSTORE_DISCOVERY_FOUND) {
+			sqlite3_bind_text(st, 4, keystore_key_source_name(row->method), -1,
+					  SQLITE_STATIC);
+			sqlite3_bind_text(st, 5, row->fingerprint, -1, SQLITE_STATIC);
+		}
+		if (row->detail[0] != '\0')
+			sqlite3_bind_text(st, 6, row->detail, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+	}
+	if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	sqlite3_finalize(st);
+	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_discovery_forget(keystore_db *db, const char *addr, const char **error_r)
+{
+	int ret = 0;
+	g_mutex_lock(&db->lock);
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db->db, "DELETE FROM key_discovery WHERE addr = ?1", -1, &st,
+				    NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+	}
+	if (rc != SQLITE_DONE) {
+		*error_r = keystore_db_sqlite_error(db, NULL);
+		ret = -1;
+	}
+	sqlite3_finalize(st);
+	g_mutex_unlock(&db->lock);
 	return ret;
 }

@@ -249,4 +249,33 @@ int keystore_pending_list(keystore_db *db,
 			  int (*fn)(void *ctx, const keystore_pending_key *p),
 			  void *ctx, const char **error_r);
 
+/* ---- key discovery cache ------------------------------------------------------------
+ * The last WKD / keyserver lookup per address (domain in lower case), see
+ * keystore_discover.h. */
+
+typedef enum {
+	KEYSTORE_DISCOVERY_FOUND = 0,	/* a key was found (imported, known or pending) */
+	KEYSTORE_DISCOVERY_NONE,	/* the address has no key there */
+	KEYSTORE_DISCOVERY_ERROR,	/* the lookup failed (timeout, network, bad data) */
+} keystore_discovery_result;
+
+/* "found", "none", "error". */
+const char *keystore_discovery_result_name(keystore_discovery_result r);
+
+typedef struct {
+	int64_t checked;		/* unix seconds; 0 in put: now */
+	keystore_discovery_result result;
+	keystore_key_source method;	/* FOUND: wkd or keyserver */
+	char fingerprint[65];		/* FOUND: the key found */
+	char detail[200];		/* one line, may be "" */
+} keystore_discovery_row;
+
+/* *found_r false (and *row_r zeroed) when addr was never looked up. */
+int keystore_discovery_get(keystore_db *db, const char *addr, keystore_discovery_row *row_r,
+			   bool *found_r, const char **error_r);
+/* Inserts or replaces addr's row. */
+int keystore_discovery_put(keystore_db *db, const char *addr, const keystore_discovery_row *row,
+			   const char **error_r);
+int keystore_discovery_forget(keystore_db *db, const char *addr, const char **error_r);
+
 #endif

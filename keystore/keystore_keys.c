@@ -3,6 +3,8 @@
  * a whole whenever a keyring file or the database (a key rejected) changes. */
 #include "keystore_keys.h"
 
+#include "keystore_discover.h"
+
 #include <errno.h>
 #include <glib.h>
 #include <pthread.h>
@@ -51,6 +53,7 @@ struct keystore_keys {
 	keystore_db *db;		/* NULL: no rejections known */
 	int64_t db_version;		/* keystore_db_data_version when cached */
 	keystore_keys_stats stats;
+	keystore_discover *discover;	/* NULL: no key discovery */
 };
 
 static void keystore_cache_entry_free(gpointer p)
@@ -189,6 +192,7 @@ void keystore_keys_free(keystore_keys **ksp)
 		g_hash_table_destroy(ks->exports);
 	if (ks->ctx != NULL)
 		gpgme_release(ks->ctx);
+	keystore_discover_free(&ks->discover);
 	pthread_mutex_destroy(&ks->lock);
 	g_free(ks->home);
 	g_free(ks);
@@ -303,9 +307,30 @@ static void keystore_keys_lookup(keystore_keys *ks, const char *address, bool ow
 		snprintf(e->why, sizeof(e->why), own ? "no own key" : "no key");
 }
 
-keystore_key_result keystore_keys_find(keystore_keys *ks, const char *address,
-				       bool own, gpgme_key_t *key_r,
-				       char *why, size_t why_size)
+int keystore_keys_use_discovery(keystore_keys *ks, const keystore_discover_config *cfg,
+				const char **error_r)
+{
+	if (cfg->methods == 0)
+		return 0;
+	if (ks->db == NULL) {
+		*error_r = "key discovery needs the database";
+		return -1;
+	}
+	keystore_discover *d = keystore_discover_new(cfg, ks->home, ks->db, error_r);
+	if (d == NULL)
+		return -1;
+	pthread_mutex_lock(&ks->lock);
+	keystore_discover_free(&ks->discover);
+	ks->discover = d;
+	pthread_mutex_unlock(&ks->lock);
+	return 0;
+}
+
+/* keystore_keys_find by the keyring alone. *asked_r: gpg was asked (the
+ * answer was not cached). */
+static keystore_key_result keystore_keys_find_local(keystore_keys *ks, const char *address,
+						    bool own, gpgme_key_t *key_r,
+						    char *why, size_t why_size, bool *asked_r)
 {
 	*key_r = NULL;
 	if (strlen(address) > 320 || strpbrk(address, "<>\r\n") != NULL ||
@@ -328,6 +353,7 @@ keystore_key_result keystore_keys_find(keystore_keys *ks, const char *address,
 	if (e != NULL) {
 		ks->stats.hits++;
 	} else {
+		*asked_r = true;
 		e = g_new0(keystore_cache_entry, 1);
 		e->fetched = now;
 		keystore_keys_lookup(ks, address, own, e);
@@ -401,6 +427,45 @@ int keystore_keys_export_minimal(keystore_keys *ks, gpgme_key_t key,
 	*len_r = e->len;
 	pthread_mutex_unlock(&ks->lock);
 	return 0;
+}
+
+keystore_key_result keystore_keys_find(keystore_keys *ks, const char *address,
+				       bool own, gpgme_key_t *key_r,
+				       char *why, size_t why_size)
+{
+	bool asked = false;
+	keystore_key_result r = keystore_keys_find_local(ks, address, own, key_r, why, why_size,
+							 &asked);
+	/* Discovery runs outside the lock, only when gpg was asked (at most
+	 * once per cache period), and never for the user's own keys. */
+	if (own || !asked || ks->discover == NULL || r == KEYSTORE_KEY_TEMPFAIL)
+		return r;
+	keystore_discover_result res;
+	if (r == KEYSTORE_KEY_FOUND) {
+		/* A found key is looked up again now and then: a changed one
+		 * becomes a pending change, the key in use stays. */
+		keystore_discover_lookup(ks->discover, address, false, true, &res);
+		return r;
+	}
+	keystore_discover_lookup(ks->discover, address, false, false, &res);
+	if (res.fate == KEYSTORE_DISCOVER_IMPORTED || res.fate == KEYSTORE_DISCOVER_KNOWN) {
+		/* The keyring changed, which drops the cache anyway; the
+		 * answer just cached must go even if the files look the same. */
+		char *k = keystore_address_key(address);
+		pthread_mutex_lock(&ks->lock);
+		g_hash_table_remove(ks->pub, k);
+		pthread_mutex_unlock(&ks->lock);
+		g_free(k);
+		r = keystore_keys_find_local(ks, address, own, key_r, why, why_size, &asked);
+		if (r != KEYSTORE_KEY_NONE)
+			return r;
+	}
+	if (why != NULL && res.fate != KEYSTORE_DISCOVER_CACHED) {
+		size_t len = strnlen(why, why_size);
+		if (len + 1 < why_size)
+			snprintf(why + len, why_size - len, "; key discovery: %s", res.why);
+	}
+	return r;
 }
 
 void keystore_keys_get_stats(keystore_keys *ks, keystore_keys_stats *stats_r)

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "keystore_db.h"
+#include "keystore_discover.h"
 
 typedef enum {
 	KEYSTORE_KEY_FOUND = 0,
@@ -27,6 +28,12 @@ void keystore_keys_free(keystore_keys **ks);
  * Call before the first lookup; db must outlive ks. */
 void keystore_keys_use_db(keystore_keys *ks, keystore_db *db);
 
+/* From now on an address without a usable key is looked up by key
+ * discovery (keystore_discover.h) as cfg says; cfg->methods 0 leaves it
+ * off. Call after keystore_keys_use_db and before the first lookup. */
+int keystore_keys_use_discovery(keystore_keys *ks, const keystore_discover_config *cfg,
+				const char **error_r);
+
 /* The usable key for address: not expired, revoked, disabled or invalid,
  * with an encryption-capable subkey in the same state, and a valid user ID
  * whose e-mail equals address (local part exactly, domain in any case), and
@@ -34,7 +41,9 @@ void keystore_keys_use_db(keystore_keys *ks, keystore_db *db);
  * newest. own: the secret key must be in the keyring too.
  * FOUND: *key_r holds a reference (gpgme_key_unref). Otherwise why (may be
  * NULL) gets one line. Answers, negative ones too, are cached until the
- * keyring changes. */
+ * keyring changes. With key discovery on, an address without a key (not
+ * own) is looked up, within the discovery timeout, when its answer is
+ * not cached here; a failed lookup is KEYSTORE_KEY_NONE, never TEMPFAIL. */
 keystore_key_result keystore_keys_find(keystore_keys *ks, const char *address,
 				       bool own, gpgme_key_t *key_r,
 				       char *why, size_t why_size);

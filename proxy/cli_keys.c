@@ -1,5 +1,5 @@
 /* cli_keys: `sealpost keys list|generate|import|export|delete|verify|reject|unlock|
- * pending|accept|refuse` on the configuration's gnupg_home and STATE_DIR/sealpost.db. */
+ * pending|accept|refuse|locate` on the configuration's gnupg_home and STATE_DIR/sealpost.db. */
 #include "cli_keys.h"
 
 #include <errno.h>
@@ -17,6 +17,7 @@
 #include "config.h"
 #include "keystore.h"
 #include "keystore_db.h"
+#include "keystore_discover.h"
 #include "keystore_keyring.h"
 
 /* Which options a command takes. */
@@ -69,6 +70,7 @@ static const cli_keys_command cli_keys_commands[] = {
 	{ "pending", ARG_NONE, OPT_JSON, "pending [--json]" },
 	{ "accept", ARG_PENDING, OPT_YES, "accept ID|FPR [--yes]" },
 	{ "refuse", ARG_PENDING, 0, "refuse ID|FPR" },
+	{ "locate", ARG_ADDRESS, OPT_JSON, "locate ADDRESS [--json]" },
 };
 
 static const char cli_keys_summary[] =
@@ -91,6 +93,8 @@ static const char cli_keys_summary[] =
 	"                               verified, the key it replaces rejected\n"
 	"  refuse ID|FPR                drop a pending change: the new key is rejected,\n"
 	"                               the old one stays\n"
+	"  locate ADDRESS [--json]      look ADDRESS's key up now by WKD (and the\n"
+	"                               keyserver when configured), cache or not\n"
 	"\n"
 	"FPR is a full fingerprint (40 hexadecimal digits, spaces allowed). The\n"
 	"keyring is the configuration's gnupg_home; sources and acceptance live in\n"
@@ -863,10 +867,21 @@ static int cli_keys_pending_one(void *ctx_, const keystore_pending_key *p)
 	char *received = cli_keys_date(p->created);
 	char *addr = g_utf8_make_valid(p->addr, -1);
 	char *account = g_utf8_make_valid(p->account, -1);
-	g_string_append_printf(ctx->out, "%" G_GINT64_FORMAT "  %s  learned by %s on %s "
-			       "(account %s)\n    old %s (verified)\n    new %s",
+	/* Autocrypt changes replace a verified key; discovered ones may
+	 * replace any usable key, so say which. */
+	keystore_keyring_key *old = NULL;
+	size_t n_old = 0;
+	const char *old_state = "no longer in the keyring";
+	if (keystore_keyring_list(ctx->kr, p->old_fingerprint, &old, &n_old, &error) == 0 &&
+	    n_old == 1)
+		old_state = keystore_acceptance_name(old[0].acceptance);
+	g_string_append_printf(ctx->out, "%" G_GINT64_FORMAT "  %s  learned by %s on %s"
+			       "%s%s%s\n    old %s (%s)\n    new %s",
 			       p->id, addr, keystore_key_source_name(p->source), received,
-			       account, p->old_fingerprint, p->new_fingerprint);
+			       account[0] != '\0' ? " (account " : "", account,
+			       account[0] != '\0' ? ")" : "", p->old_fingerprint, old_state,
+			       p->new_fingerprint);
+	keystore_keyring_keys_free(&old, n_old);
 	if (readable) {
 		char *created = cli_keys_date(k.created);
 		char *addrs = cli_keys_addresses(&k);
@@ -949,7 +964,7 @@ static int cli_keys_decide(keystore_keyring *kr, keystore_db *db, const cli_keys
 		ret = CLI_EXIT_USAGE;
 	} else if (accept && !o->yes) {
 		char *grouped = cli_keys_grouped(p.new_fingerprint);
-		printf("new key for %s:\n  %s\nit replaces the verified key %s\n", addr, grouped,
+		printf("new key for %s:\n  %s\nit replaces the key %s\n", addr, grouped,
 		       p.old_fingerprint);
 		fflush(stdout);
 		g_free(grouped);
@@ -983,6 +998,103 @@ static int cli_keys_decide(keystore_keyring *kr, keystore_db *db, const cli_keys
 	return ret;
 }
 
+/* ---- key discovery ------------------------------------------------------------ */
+
+/* `keys locate`: a lookup now, whatever the cache says. With key_discovery
+ * off, the user's explicit request still asks WKD (and the keyserver when
+ * one is configured). */
+static int cli_keys_locate(keystore_keyring *kr, keystore_db *db, const char *gnupg_home,
+			   const keystore_discover_config *cfg, const cli_keys_opts *o,
+			   const char *address)
+{
+	keystore_discover_config dc = *cfg;
+	if (dc.methods == 0)
+		dc.methods = KEYSTORE_DISCOVER_WKD |
+			(dc.keyserver != NULL ? KEYSTORE_DISCOVER_KEYSERVER : 0);
+	const char *error;
+	keystore_discover *d = keystore_discover_new(&dc, gnupg_home, db, &error);
+	if (d == NULL) {
+		fprintf(stderr, "sealpost keys locate: %s\n", error);
+		return CLI_EXIT_RUNTIME;
+	}
+	keystore_discover_result res;
+	keystore_discover_lookup(d, address, true, false, &res);
+	keystore_discover_free(&d);
+	bool found = res.fate == KEYSTORE_DISCOVER_IMPORTED || res.fate == KEYSTORE_DISCOVER_KNOWN ||
+		res.fate == KEYSTORE_DISCOVER_PENDING || res.fate == KEYSTORE_DISCOVER_REJECTED;
+	keystore_keyring_key k = { 0 };
+	bool have_key = false;
+	keystore_keyring_key *keys = NULL;
+	size_t n = 0;
+	if (found && res.fate != KEYSTORE_DISCOVER_PENDING &&
+	    keystore_keyring_list(kr, res.fingerprint, &keys, &n, &error) == 0 && n == 1) {
+		k = keys[0];
+		have_key = true;
+	}
+	char *addr = cli_printable(address);
+	if (o->json) {
+		JsonBuilder *b = json_builder_new();
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "address");
+		json_builder_add_string_value(b, address);
+		json_builder_set_member_name(b, "result");
+		json_builder_add_string_value(b, keystore_discover_fate_name(res.fate));
+		json_builder_set_member_name(b, "method");
+		if (found)
+			json_builder_add_string_value(b, keystore_key_source_name(res.method));
+		else
+			json_builder_add_null_value(b);
+		json_builder_set_member_name(b, "fingerprint");
+		if (res.fingerprint[0] != '\0')
+			json_builder_add_string_value(b, res.fingerprint);
+		else
+			json_builder_add_null_value(b);
+		json_builder_set_member_name(b, "pending_id");
+		if (res.fate == KEYSTORE_DISCOVER_PENDING)
+			json_builder_add_int_value(b, res.pending_id);
+		else
+			json_builder_add_null_value(b);
+		json_builder_set_member_name(b, "detail");
+		json_builder_add_string_value(b, res.why);
+		json_builder_set_member_name(b, "key");
+		if (have_key)
+			cli_keys_json_key(b, &k);
+		else
+			json_builder_add_null_value(b);
+		json_builder_end_object(b);
+		JsonNode *root = json_builder_get_root(b);
+		JsonGenerator *gen = json_generator_new();
+		json_generator_set_root(gen, root);
+		json_generator_set_pretty(gen, TRUE);
+		char *text = json_generator_to_data(gen, NULL);
+		printf("%s\n", text);
+		g_free(text);
+		g_object_unref(gen);
+		json_node_unref(root);
+		g_object_unref(b);
+	} else if (res.fate == KEYSTORE_DISCOVER_PENDING) {
+		printf("%s  found for %s by %s: it differs from the key in use, so it waits as "
+		       "pending change %" G_GINT64_FORMAT " (sealpost keys pending; accept or "
+		       "refuse it)\n", res.fingerprint, addr, keystore_key_source_name(res.method),
+		       res.pending_id);
+	} else if (found) {
+		printf("%s  found for %s by %s: %s%s\n", res.fingerprint, addr,
+		       keystore_key_source_name(res.method),
+		       res.fate == KEYSTORE_DISCOVER_IMPORTED ? "imported, unverified"
+		       : res.fate == KEYSTORE_DISCOVER_KNOWN ? "already in the keyring"
+		       : "rejected before; not used",
+		       have_key && k.unusable != NULL ? " (unusable)" : "");
+	} else {
+		char *why = cli_printable(res.why);
+		fprintf(stderr, "sealpost keys locate: %s: %s: %s\n", addr,
+			res.fate == KEYSTORE_DISCOVER_NOT_FOUND ? "no key found" : "lookup failed", why);
+		g_free(why);
+	}
+	g_free(addr);
+	keystore_keyring_keys_free(&keys, n);
+	return found ? CLI_EXIT_OK : CLI_EXIT_RUNTIME;
+}
+
 /* ---- main ---------------------------------------------------------------------- */
 
 static const struct {
@@ -1006,7 +1118,7 @@ static const cli_keys_command *cli_keys_check_args(int argc, char **argv, const 
 	if (c == NULL) {
 		char *p = cli_printable(argv[1]);
 		fprintf(stderr, "sealpost keys: unknown command '%s': expected list, generate, import, "
-			"export, delete, verify, reject, unlock, pending, accept or refuse\n", p);
+			"export, delete, verify, reject, unlock, pending, accept, refuse or locate\n", p);
 		g_free(p);
 		return NULL;
 	}
@@ -1074,7 +1186,7 @@ int cli_keys_main(int argc, char **argv)
 		{ "config", 'c', 0, G_OPTION_ARG_FILENAME, &o.config_path,
 		  "Configuration file (default: ~/.config/sealpost/sealpost.conf)", "FILE" },
 		{ "json", 0, 0, G_OPTION_ARG_NONE, &o.json,
-		  "list, pending: print a JSON array", NULL },
+		  "list, pending: print a JSON array; locate: a JSON object", NULL },
 		{ "passphrase-stdin", 0, 0, G_OPTION_ARG_NONE, &o.passphrase_stdin,
 		  "generate, unlock, export --secret: read the passphrase from the first line of "
 		  "standard input", NULL },
@@ -1114,7 +1226,8 @@ int cli_keys_main(int argc, char **argv)
 	}
 	if (argc < 2) {
 		fprintf(stderr, "sealpost keys: expected list, generate, import, export, delete, "
-			"verify, reject, unlock, pending, accept or refuse (sealpost keys --help)\n");
+			"verify, reject, unlock, pending, accept, refuse or locate (sealpost keys "
+			"--help)\n");
 		goto out;
 	}
 	const cli_keys_command *c = cli_keys_check_args(argc, argv, &o);
@@ -1149,6 +1262,9 @@ int cli_keys_main(int argc, char **argv)
 		config_free(&cfg);
 		goto out;
 	}
+	keystore_discover_config discovery = cfg->discovery;
+	discovery.keyserver = g_strdup(cfg->discovery.keyserver);
+	char *gnupg_home = g_strdup(cfg->gnupg_home);
 	config_free(&cfg);
 
 	const char *arg = argc > 2 ? argv[2] : NULL;
@@ -1170,8 +1286,12 @@ int cli_keys_main(int argc, char **argv)
 		ret = cli_keys_pending(kr, db, &o);
 	else if (strcmp(c->name, "accept") == 0 || strcmp(c->name, "refuse") == 0)
 		ret = cli_keys_decide(kr, db, &o, c->name, arg);
+	else if (strcmp(c->name, "locate") == 0)
+		ret = cli_keys_locate(kr, db, gnupg_home, &discovery, &o, arg);
 	else
 		ret = cli_keys_unlock(kr, &o, arg);
+	g_free(discovery.keyserver);
+	g_free(gnupg_home);
 	keystore_keyring_close(&kr);
 	keystore_db_close(&db);
 	if (fflush(stdout) != 0 && ret == CLI_EXIT_OK) {

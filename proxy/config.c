@@ -25,7 +25,8 @@ static const char *const config_global_keys[] = {
 	"log_file", "log_level", "allow_remote", "max_line_length",
 	"max_literal_size", "max_message_size", "max_sessions",
 	"idle_timeout", "command_timeout", "connect_timeout", "view_cache_size",
-	"decrypt_workers", NULL,
+	"decrypt_workers", "key_discovery", "keyserver", "discovery_timeout",
+	"discovery_negative_ttl", "discovery_positive_ttl", "discovery_rate", NULL,
 };
 
 static const char *const config_account_keys[] = {
@@ -433,6 +434,7 @@ void config_free(config **cfgp)
 	g_free(cfg->tls_cert);
 	g_free(cfg->tls_key);
 	g_free(cfg->log_file);
+	g_free(cfg->discovery.keyserver);
 	g_free(cfg);
 	*cfgp = NULL;
 }
@@ -453,6 +455,100 @@ static int config_check_keys(const config_ctx *ctx, const char *group,
 	return ret;
 }
 
+/* A duration: whole seconds, or minutes, hours or days with m, h, d. */
+static int config_get_seconds(const config_ctx *ctx, const char *group, const char *key,
+			      unsigned min, unsigned max, unsigned *out)
+{
+	char *v = config_get(ctx, group, key);
+	if (v == NULL)
+		return 0;
+	char *end;
+	errno = 0;
+	unsigned long long n = g_ascii_isdigit(v[0]) ? strtoull(v, &end, 10) : 0;
+	unsigned long long mult = 1;
+	bool ok = g_ascii_isdigit(v[0]) && errno == 0;
+	if (ok && *end != '\0') {
+		mult = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600
+			: *end == 'd' ? 86400 : 0;
+		ok = mult != 0 && end[1] == '\0';
+	}
+	ok = ok && n <= max / mult && n * mult >= min;
+	if (!ok)
+		config_fail(ctx, group, key, "expected seconds from %u to %u (or a number with m, "
+			    "h or d), got '%s'", min, max, v);
+	else
+		*out = (unsigned)(n * mult);
+	g_free(v);
+	return ok ? 0 : -1;
+}
+
+/* key_discovery = wkd, keyserver (in any order, comma or space separated;
+ * "none" or empty: off) and the keys that tune it. */
+static int config_load_discovery(const config_ctx *ctx, const char *g, config *cfg)
+{
+	keystore_discover_config *d = &cfg->discovery;
+	char *methods = config_get(ctx, g, "key_discovery");
+	if (methods != NULL) {
+		char **words = g_strsplit_set(methods, ", \t", -1);
+		int ret = 0;
+		for (char **w = words; *w != NULL && ret == 0; w++) {
+			if (**w == '\0')
+				continue;
+			if (g_ascii_strcasecmp(*w, "wkd") == 0)
+				d->methods |= KEYSTORE_DISCOVER_WKD;
+			else if (g_ascii_strcasecmp(*w, "keyserver") == 0)
+				d->methods |= KEYSTORE_DISCOVER_KEYSERVER;
+			else if (g_ascii_strcasecmp(*w, "none") == 0)
+				d->methods = 0;
+			else {
+				config_fail(ctx, g, "key_discovery", "expected wkd, keyserver or none, "
+					    "got '%s'", *w);
+				ret = -1;
+			}
+		}
+		g_strfreev(words);
+		g_free(methods);
+		if (ret < 0)
+			return -1;
+	}
+	d->keyserver = config_get(ctx, g, "keyserver");
+	if (d->keyserver != NULL) {
+		const char *k = d->keyserver;
+		const char *rest = g_str_has_prefix(k, "hkps://") ? k + 7
+			: g_str_has_prefix(k, "hkp://") ? k + 6 : NULL;
+		bool ok = rest != NULL && *rest != '\0';
+		for (const char *p = k; ok && *p != '\0'; p++)
+			ok = (unsigned char)*p > 0x20 && *p != 0x7f && *p != '%';
+		if (!ok) {
+			config_fail(ctx, g, "keyserver", "expected hkps://HOST[:PORT] or "
+				    "hkp://HOST[:PORT], got '%s'", k);
+			return -1;
+		}
+	}
+	if (config_get_seconds(ctx, g, "discovery_timeout", 1, 120, &d->timeout) < 0 ||
+	    config_get_seconds(ctx, g, "discovery_negative_ttl", 0, 365 * 86400,
+			       &d->negative_ttl) < 0 ||
+	    config_get_seconds(ctx, g, "discovery_positive_ttl", 0, 365 * 86400,
+			       &d->positive_ttl) < 0)
+		return -1;
+	char *rate = config_get(ctx, g, "discovery_rate");
+	if (rate != NULL) {
+		char *end;
+		errno = 0;
+		unsigned long long n = g_ascii_isdigit(rate[0]) ? strtoull(rate, &end, 10) : 0;
+		bool ok = g_ascii_isdigit(rate[0]) && errno == 0 && *end == '\0' && n <= 100000;
+		if (!ok)
+			config_fail(ctx, g, "discovery_rate", "expected lookups per minute from 0 "
+				    "(no limit) to 100000, got '%s'", rate);
+		else
+			d->rate = (unsigned)n;
+		g_free(rate);
+		if (!ok)
+			return -1;
+	}
+	return 0;
+}
+
 static int config_load_global(const config_ctx *ctx, config *cfg)
 {
 	const char *g = "sealpost";
@@ -468,6 +564,10 @@ static int config_load_global(const config_ctx *ctx, config *cfg)
 	cfg->view_cache_size = 64ULL * 1024 * 1024;
 	cfg->decrypt_workers = 0;
 	cfg->log_level = LOG_LEVEL_INFO;
+	cfg->discovery.timeout = KEYSTORE_DISCOVER_TIMEOUT;
+	cfg->discovery.negative_ttl = KEYSTORE_DISCOVER_NEGATIVE_TTL;
+	cfg->discovery.positive_ttl = KEYSTORE_DISCOVER_POSITIVE_TTL;
+	cfg->discovery.rate = KEYSTORE_DISCOVER_RATE;
 
 	if (!g_key_file_has_group(ctx->kf, g))
 		goto defaults;
@@ -528,6 +628,8 @@ static int config_load_global(const config_ctx *ctx, config *cfg)
 	if (config_get_size(ctx, g, "decrypt_workers", 0, 256, &v) < 0)
 		return -1;
 	cfg->decrypt_workers = (unsigned)v;
+	if (config_load_discovery(ctx, g, cfg) < 0)
+		return -1;
 
 defaults:
 	if (cfg->state_dir == NULL) {

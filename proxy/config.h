@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "keystore_db.h"
+#include "keystore_discover.h"
 #include "log.h"
 
 typedef struct {
@@ -107,6 +108,9 @@ typedef struct {
 	 * and the threads that decrypt (0: one per CPU). */
 	uint64_t view_cache_size;
 	unsigned decrypt_workers;
+	/* Key discovery for recipients without a key, for every account and
+	 * gateway of this process (methods 0: off, the default). */
+	keystore_discover_config discovery;
 	config_account **accounts;
 	size_t n_accounts;
 	config_gateway **gateways;

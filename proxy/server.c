@@ -207,6 +207,9 @@ server *server_new(const config *cfg, const char **error_r)
 	if (srv->keys == NULL)
 		goto fail;
 	keystore_keys_use_db(srv->keys, srv->db);
+	/* Key discovery for recipients without a key (docs/configuration.md). */
+	if (keystore_keys_use_discovery(srv->keys, &cfg->discovery, error_r) < 0)
+		goto fail;
 	const char *keyring_error;
 	srv->keyring = keystore_keyring_open(cfg->gnupg_home, srv->db, &keyring_error);
 	if (srv->keyring == NULL)

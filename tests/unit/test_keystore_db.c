@@ -20,7 +20,7 @@
 #include "keystore_db.h"
 
 /* The schema version this sealpost writes. */
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
