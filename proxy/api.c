@@ -1663,6 +1663,10 @@ api *api_new(const config *cfg, const char **error_r)
 	if (a->keys == NULL)
 		goto fail;
 	keystore_keys_use_db(a->keys, a->db);
+	/* The recipients check looks a key up as sending would (and warms the
+	 * cache the send then uses), so the compose window is told the truth. */
+	if (keystore_keys_use_discovery(a->keys, &cfg->discovery, error_r) < 0)
+		goto fail;
 
 	const config_listen *l = &cfg->api_listen;
 	struct sockaddr_storage ss;

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -339,6 +340,39 @@ class WkdTest(DiscoveryCase):
         self.assertEqual(W.wkd.count(h), n)
         msgid, _, _ = self.send(s, ERIN)
         self.assert_encrypted_to(self.stored(msgid), W.keys, ERIN)
+
+    def test_compose_check_looks_up(self):
+        """The API's recipients check (the add-on's compose window) looks a
+        key up as sending would: under require, a recipient whose key is
+        on WKD is told "encrypt", not "refuse", and the send that follows
+        makes no second request; one with no key anywhere is "refuse"."""
+        port = harness.free_port()
+        s = W.sealpost("wkd-api", account={"policy": "require"}, key_discovery="wkd",
+                       api_listen="127.0.0.1:%d" % port)
+        r = self.cli(s, "pair", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        token = json.loads(r.stdout)["token"]
+
+        def check(addr):
+            req = urllib.request.Request(
+                "http://127.0.0.1:%d/api/v1/recipients?address=%s" % (port, addr),
+                headers={"Authorization": "Bearer " + token})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                [rcpt] = json.load(resp)["recipients"]
+            return rcpt
+
+        h = wkd_server.wkd_hash("erin")
+        before = W.wkd.count(h)
+        rcpt = check(ERIN)
+        self.assertEqual((rcpt["outcome"], rcpt["key_usable"]), ("encrypt", True), rcpt)
+        self.assertEqual(rcpt["key"].upper(), W.keys.fpr[ERIN])
+        n = W.wkd.count(h)
+        self.assertGreater(n, before)
+        msgid, _, _ = self.send(s, ERIN)
+        self.assert_encrypted_to(self.stored(msgid), W.keys, ERIN)
+        self.assertEqual(W.wkd.count(h), n)
+        rcpt = check(NOKEY)
+        self.assertEqual((rcpt["outcome"], rcpt["key_usable"]), ("refuse", False), rcpt)
 
     def test_changed_key_pending(self):
         """WKD serves another key for carol, whose key sealpost knows: it
