@@ -234,7 +234,7 @@ class PolicyCliTest(unittest.TestCase):
         self.assertEqual(stat.S_IMODE(os.stat(self.db_path).st_mode), 0o600)
         # The schema is what the server expects.
         with sqlite3.connect(self.db_path) as db:
-            self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], 4)
+            self.assertEqual(db.execute("PRAGMA user_version").fetchone()[0], 5)
             self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
             self.assertEqual(db.execute("SELECT target, policy FROM policy").fetchall(),
                              [("bob@example.test", "require")])
