@@ -2,6 +2,7 @@
 #include "cli_common.h"
 
 #include <glib.h>
+#include <stdio.h>
 
 char *cli_printable(const char *s)
 {
@@ -20,4 +21,18 @@ char *cli_printable(const char *s)
 	}
 	g_free(valid);
 	return g_string_free(out, FALSE);
+}
+
+void cli_print_json(JsonBuilder *b)
+{
+	JsonNode *root = json_builder_get_root(b);
+	JsonGenerator *gen = json_generator_new();
+	json_generator_set_root(gen, root);
+	json_generator_set_pretty(gen, TRUE);
+	char *text = json_generator_to_data(gen, NULL);
+	printf("%s\n", text);
+	g_free(text);
+	g_object_unref(gen);
+	json_node_unref(root);
+	g_object_unref(b);
 }

@@ -3,6 +3,8 @@
 #ifndef SEALPOST_CLI_COMMON_H
 #define SEALPOST_CLI_COMMON_H
 
+#include <json-glib/json-glib.h>
+
 /* The exit codes of docs/cli.md, as in main.c. */
 enum {
 	CLI_EXIT_OK = 0,
@@ -15,5 +17,9 @@ enum {
  * UTF-8, control characters as '?', at most 80 characters then "...".
  * g_free. */
 char *cli_printable(const char *s);
+
+/* Prints what b built, pretty, and a line end on stdout (--json), then
+ * unrefs b. */
+void cli_print_json(JsonBuilder *b);
 
 #endif

@@ -421,16 +421,7 @@ static int cli_keys_list(keystore_keyring *kr, const cli_keys_opts *o)
 		for (size_t i = 0; i < n; i++)
 			cli_keys_json_key(b, &keys[i]);
 		json_builder_end_array(b);
-		JsonNode *root = json_builder_get_root(b);
-		JsonGenerator *gen = json_generator_new();
-		json_generator_set_root(gen, root);
-		json_generator_set_pretty(gen, TRUE);
-		char *text = json_generator_to_data(gen, NULL);
-		printf("%s\n", text);
-		g_free(text);
-		g_object_unref(gen);
-		json_node_unref(root);
-		g_object_unref(b);
+		cli_print_json(b);
 	} else {
 		GString *out = g_string_new("");
 		for (size_t i = 0; i < n; i++)
@@ -915,18 +906,10 @@ static int cli_keys_pending(keystore_keyring *kr, keystore_db *db, const cli_key
 		fprintf(stderr, "sealpost keys pending: %s\n", error);
 	if (o->json) {
 		json_builder_end_array(ctx.b);
-		if (ret == 0) {
-			JsonNode *root = json_builder_get_root(ctx.b);
-			JsonGenerator *gen = json_generator_new();
-			json_generator_set_root(gen, root);
-			json_generator_set_pretty(gen, TRUE);
-			char *text = json_generator_to_data(gen, NULL);
-			printf("%s\n", text);
-			g_free(text);
-			g_object_unref(gen);
-			json_node_unref(root);
-		}
-		g_object_unref(ctx.b);
+		if (ret == 0)
+			cli_print_json(ctx.b);
+		else
+			g_object_unref(ctx.b);
 	} else {
 		if (ret == 0)
 			fputs(ctx.out->len > 0 ? ctx.out->str : "no pending key changes\n", stdout);
@@ -1062,16 +1045,7 @@ static int cli_keys_locate(keystore_keyring *kr, keystore_db *db, const char *gn
 		else
 			json_builder_add_null_value(b);
 		json_builder_end_object(b);
-		JsonNode *root = json_builder_get_root(b);
-		JsonGenerator *gen = json_generator_new();
-		json_generator_set_root(gen, root);
-		json_generator_set_pretty(gen, TRUE);
-		char *text = json_generator_to_data(gen, NULL);
-		printf("%s\n", text);
-		g_free(text);
-		g_object_unref(gen);
-		json_node_unref(root);
-		g_object_unref(b);
+		cli_print_json(b);
 	} else if (res.fate == KEYSTORE_DISCOVER_PENDING) {
 		printf("%s  found for %s by %s: it differs from the key in use, so it waits as "
 		       "pending change %" G_GINT64_FORMAT " (sealpost keys pending; accept or "

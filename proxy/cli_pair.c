@@ -87,16 +87,7 @@ int cli_pair_main(int argc, char **argv)
 			json_builder_set_member_name(b, "token");
 			json_builder_add_string_value(b, token);
 			json_builder_end_object(b);
-			JsonNode *root = json_builder_get_root(b);
-			JsonGenerator *gen = json_generator_new();
-			json_generator_set_root(gen, root);
-			json_generator_set_pretty(gen, TRUE);
-			char *text = json_generator_to_data(gen, NULL);
-			printf("%s\n", text);
-			g_free(text);
-			g_object_unref(gen);
-			json_node_unref(root);
-			g_object_unref(b);
+			cli_print_json(b);
 		} else {
 			printf("url   %s/api/v1/\ntoken %s\n", url, token);
 		}

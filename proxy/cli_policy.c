@@ -92,16 +92,7 @@ static int cli_policy_list(keystore_db *db, bool json)
 	if (json) {
 		JsonBuilder *b = json_builder_new();
 		cli_policy_json_add(b, rules);
-		JsonNode *root = json_builder_get_root(b);
-		JsonGenerator *gen = json_generator_new();
-		json_generator_set_root(gen, root);
-		json_generator_set_pretty(gen, TRUE);
-		char *text = json_generator_to_data(gen, NULL);
-		printf("%s\n", text);
-		g_free(text);
-		g_object_unref(gen);
-		json_node_unref(root);
-		g_object_unref(b);
+		cli_print_json(b);
 		g_array_free(rules, TRUE);
 		return CLI_EXIT_OK;
 	}

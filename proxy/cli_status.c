@@ -257,16 +257,7 @@ static void cli_status_print_json(const cli_status *st)
 {
 	JsonBuilder *b = json_builder_new();
 	cli_status_json_add(b, st);
-	JsonNode *root = json_builder_get_root(b);
-	JsonGenerator *gen = json_generator_new();
-	json_generator_set_root(gen, root);
-	json_generator_set_pretty(gen, TRUE);
-	char *text = json_generator_to_data(gen, NULL);
-	printf("%s\n", text);
-	g_free(text);
-	g_object_unref(gen);
-	json_node_unref(root);
-	g_object_unref(b);
+	cli_print_json(b);
 }
 
 static const char *cli_status_listen_text(const config_listen *l)
