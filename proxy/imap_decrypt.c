@@ -18,6 +18,8 @@
 #include "keystore_db.h"
 #include "log.h"
 #include "view.h"
+#include "inline_pgp.h"
+#include "view_pin.h"
 
 /* Provider lines may be long (BODYSTRUCTURE of a big multipart). */
 #define IMAP_DECRYPT_PROVIDER_MAX_LINE ((size_t)8 * 1024 * 1024)
@@ -29,8 +31,6 @@
 #define IMAP_DECRYPT_TEXT_PREFIX 256
 /* Longest sequence set sealpost writes in one command of its own. */
 #define IMAP_DECRYPT_MAX_SET 4000
-
-#define IMAP_DECRYPT_ARMOR "-----BEGIN PGP MESSAGE-----"
 
 /* The X-Sealpost-* fields a client shows; a plain message carrying one is
  * served with its X-Sealpost-* fields removed. */
@@ -838,47 +838,6 @@ static imap_decrypt_struct imap_decrypt_root(const uint8_t *raw, size_t len, boo
 	return IMAP_DECRYPT_STRUCT_TEXT;
 }
 
-/* Whether the start of a text/plain body (as transferred) may open an
- * armored PGP MESSAGE once decoded: only such bodies are downloaded. */
-static bool imap_decrypt_text_may_be_pgp(const uint8_t *data, size_t len, bool base64, bool qp)
-{
-	uint8_t buf[IMAP_DECRYPT_TEXT_PREFIX + 4];
-	size_t n = 0;
-	if (len > IMAP_DECRYPT_TEXT_PREFIX)
-		len = IMAP_DECRYPT_TEXT_PREFIX;
-	if (base64) {
-		gint state = 0;
-		guint save = 0;
-		n = g_base64_decode_step((const gchar *)data, len, buf, &state, &save);
-	} else if (qp) {
-		for (size_t i = 0; i < len && n < sizeof(buf); i++) {
-			if (data[i] == '=' && i + 1 < len && (data[i + 1] == '\r' || data[i + 1] == '\n')) {
-				i += data[i + 1] == '\r' ? 2 : 1;
-				continue;
-			}
-			if (data[i] == '=' && i + 2 < len && g_ascii_isxdigit(data[i + 1]) &&
-			    g_ascii_isxdigit(data[i + 2])) {
-				buf[n++] = (uint8_t)(g_ascii_xdigit_value((gchar)data[i + 1]) * 16 +
-						     g_ascii_xdigit_value((gchar)data[i + 2]));
-				i += 2;
-				continue;
-			}
-			buf[n++] = data[i];
-		}
-	} else {
-		memcpy(buf, data, len);
-		n = len;
-	}
-	size_t i = 0;
-	while (i < n && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' || buf[i] == '\n'))
-		i++;
-	size_t alen = strlen(IMAP_DECRYPT_ARMOR);
-	size_t left = n - i;
-	/* A prefix cut short still counts: download and let the view decide. */
-	size_t cmp = left < alen ? left : alen;
-	return cmp > 0 && memcmp(buf + i, IMAP_DECRYPT_ARMOR, cmp) == 0;
-}
-
 /* A FLAGS list naming the message junk ($Junk, Junk). */
 static bool imap_decrypt_flags_junk(const uint8_t *raw, size_t len)
 {
@@ -911,8 +870,12 @@ static bool imap_decrypt_probe_fetch(imap_decrypt *d, uint32_t seq, const uint8_
 		break;
 	case IMAP_DECRYPT_STRUCT_TEXT: {
 		const imap_decrypt_item *text = imap_decrypt_find(buf, items, "BODY[TEXT]", 10, true);
+		inline_pgp_encoding enc = base64 ? INLINE_PGP_BASE64 :
+			qp ? INLINE_PGP_QUOTED_PRINTABLE : INLINE_PGP_IDENTITY;
+		/* Only bodies that may be inline PGP are downloaded. */
 		m.candidate = text != NULL && text->data != NULL &&
-			imap_decrypt_text_may_be_pgp(text->data, text->data_len, base64, qp);
+			inline_pgp_may_start(text->data, text->data_len, enc,
+					     IMAP_DECRYPT_TEXT_PREFIX, false);
 		break;
 	}
 	default:
@@ -1056,7 +1019,6 @@ static void imap_decrypt_one_line(char *s)
 static int imap_decrypt_render(imap_decrypt *d, imap_decrypt_msg **batch, size_t n,
 			       char *reason, size_t reason_size)
 {
-	const char *account = d->env->account->name;
 	imap_view_job *jobs = g_new0(imap_view_job, n);
 	char **pins = g_new0(char *, n);
 	bool *repeat = g_new0(bool, n);
@@ -1066,11 +1028,8 @@ static int imap_decrypt_render(imap_decrypt *d, imap_decrypt_msg **batch, size_t
 	for (size_t i = 0; i < n; i++) {
 		if (batch[i]->body == NULL)
 			continue;
-		const char *error;
-		if (keystore_view_pin_get(d->env->db, account, d->mb->name, d->mb->name_len,
-					  d->mb->uidvalidity, batch[i]->uid, &pins[n_jobs],
-					  &error) < 0) {
-			snprintf(reason, reason_size, "the view store cannot be read: %s", error);
+		imap_view_key key = imap_decrypt_key(d, batch[i]->uid);
+		if (view_pin_get(d->env, &key, &pins[n_jobs], reason, reason_size) < 0) {
 			ret = 1;
 			goto out;
 		}
@@ -1089,14 +1048,10 @@ static int imap_decrypt_render(imap_decrypt *d, imap_decrypt_msg **batch, size_t
 			repeat[i] = false;
 			if (m->view != NULL || m->plain)
 				continue;
-			if (job->result == CRYPTO_VIEW_INVALID && round == 0) {
+			if (view_pin_drop_invalid(job, &pins[i], round)) {
 				log_warn(d->env->id, "decrypting",
 					 "UID %u: the pinned signature status is not valid, verifying anew",
 					 m->uid);
-				imap_view_job_clear(job);
-				g_free(pins[i]);
-				pins[i] = NULL;
-				job->pinned_signature = NULL;
 				repeat[i] = true;
 				again++;
 				continue;
@@ -1126,28 +1081,16 @@ static int imap_decrypt_render(imap_decrypt *d, imap_decrypt_msg **batch, size_t
 				continue;
 			}
 			/* RENDERED: pin the first signature status seen. */
-			if (job->status.signature != NULL && pins[i] == NULL) {
-				char *stored = NULL;
-				const char *error;
-				if (keystore_view_pin_put(d->env->db, account, d->mb->name,
-							  d->mb->name_len, d->mb->uidvalidity, m->uid,
-							  job->status.signature, &stored, &error) < 0) {
-					snprintf(reason, reason_size,
-						 "the view store cannot be written: %s", error);
-					ret = 1;
-					goto out;
-				}
-				if (stored != NULL && strcmp(stored, job->status.signature) != 0 &&
-				    round == 0) {
-					/* Another session pinned first: show its status. */
-					imap_view_job_clear(job);
-					pins[i] = stored;
-					job->pinned_signature = stored;
-					repeat[i] = true;
-					again++;
-					continue;
-				}
-				g_free(stored);
+			int pinned = view_pin_put_first(d->env, &key, job, &pins[i], round, reason,
+							reason_size);
+			if (pinned < 0) {
+				ret = 1;
+				goto out;
+			}
+			if (pinned > 0) {
+				repeat[i] = true;
+				again++;
+				continue;
 			}
 			m->view = g_byte_array_free_to_bytes(job->view);
 			job->view = NULL;

@@ -3,7 +3,6 @@
  * is not up and verified, and nothing from before TLS is kept. */
 #include "imap_upstream.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,15 +41,8 @@ int imap_upstream_read_line(conn *c, size_t max_line, const uint8_t **line_r,
 			*len_r = fr.len;
 			return 1;
 		}
-		ssize_t n = conn_fill(c);
-		if (n == 0) {
-			*error_r = "connection closed";
+		if (upstream_setup_fill(c, error_r) < 0)
 			return -1;
-		}
-		if (n < 0) {
-			*error_r = conn_last_error(c);
-			return -1;
-		}
 	}
 }
 
@@ -86,39 +78,17 @@ void imap_upstream_note_caps(const uint8_t *line, size_t len, char **caps)
 	*caps = copy;
 }
 
-typedef struct {
-	const session_env *env;
-	conn *c;
-	char *caps;
-	imap_upstream_failure failure;
-	char *error;
-	size_t error_size;
-} imap_upstream_setup;
-
-static void imap_upstream_fail(imap_upstream_setup *u, imap_upstream_failure failure,
-			       const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void imap_upstream_fail(imap_upstream_setup *u, imap_upstream_failure failure,
-			       const char *fmt, ...)
-{
-	va_list args;
-	va_start(args, fmt);
-	vsnprintf(u->error, u->error_size, fmt, args);
-	va_end(args);
-	u->failure = failure;
-}
-
 /* Sends "tag command" and reads until the tagged reply, collecting
  * capabilities on the way. Untagged data is otherwise dropped: before
  * login nothing the provider says goes to the client. Returns the status,
- * or IMAP_STATUS_NONE after imap_upstream_fail(). */
-static imap_status imap_upstream_simple_command(imap_upstream_setup *u,
+ * or IMAP_STATUS_NONE after upstream_setup_fail(). */
+static imap_status imap_upstream_simple_command(upstream_setup *u,
 						const char *tag,
 						const char *command)
 {
 	if (conn_printf(u->c, "%s %s\r\n", tag, command) < 0 || conn_flush(u->c) < 0) {
-		imap_upstream_fail(u, IMAP_UPSTREAM_LOST, "sending %s to the provider: %s",
-				   command, conn_last_error(u->c));
+		upstream_setup_fail(u, UPSTREAM_SETUP_LOST, "sending %s to the provider: %s",
+				    command, conn_last_error(u->c));
 		return IMAP_STATUS_NONE;
 	}
 	for (;;) {
@@ -127,28 +97,28 @@ static imap_status imap_upstream_simple_command(imap_upstream_setup *u,
 		const char *error;
 		if (imap_upstream_read_line(u->c, u->env->cfg->limits.max_line,
 					    &line, &len, &error) < 0) {
-			imap_upstream_fail(u, IMAP_UPSTREAM_LOST,
-					   "reading the provider's reply to %s: %s",
-					   command, error);
+			upstream_setup_fail(u, UPSTREAM_SETUP_LOST,
+					    "reading the provider's reply to %s: %s",
+					    command, error);
 			return IMAP_STATUS_NONE;
 		}
 		imap_response resp;
 		if (imap_parser_response(line, len, &resp, &error) < 0) {
-			imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-					   "invalid reply from the provider to %s: %s",
-					   command, error);
+			upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+					    "invalid reply from the provider to %s: %s",
+					    command, error);
 			return IMAP_STATUS_NONE;
 		}
 		imap_upstream_note_caps(line, len, &u->caps);
 		if (resp.kind == IMAP_RESP_UNTAGGED && resp.status == IMAP_STATUS_BYE) {
-			imap_upstream_fail(u, IMAP_UPSTREAM_LOST,
-					   "the provider closed the connection (BYE)");
+			upstream_setup_fail(u, UPSTREAM_SETUP_LOST,
+					    "the provider closed the connection (BYE)");
 			return IMAP_STATUS_NONE;
 		}
 		if (resp.kind == IMAP_RESP_CONTINUATION) {
-			imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-					   "unexpected continuation from the provider to %s",
-					   command);
+			upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+					    "unexpected continuation from the provider to %s",
+					    command);
 			return IMAP_STATUS_NONE;
 		}
 		if (resp.kind == IMAP_RESP_TAGGED) {
@@ -156,8 +126,8 @@ static imap_status imap_upstream_simple_command(imap_upstream_setup *u,
 				memcmp(resp.tag, tag, resp.tag_len) == 0;
 			conn_consume(u->c, len);
 			if (!ours) {
-				imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-						   "unexpected tag from the provider");
+				upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+						    "unexpected tag from the provider");
 				return IMAP_STATUS_NONE;
 			}
 			return resp.status;
@@ -166,22 +136,22 @@ static imap_status imap_upstream_simple_command(imap_upstream_setup *u,
 	}
 }
 
-static int imap_upstream_greeting(imap_upstream_setup *u)
+static int imap_upstream_greeting(upstream_setup *u)
 {
 	const uint8_t *line;
 	size_t len;
 	const char *error;
 	if (imap_upstream_read_line(u->c, u->env->cfg->limits.max_line, &line, &len,
 				    &error) < 0) {
-		imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-				   "no greeting from the provider: %s", error);
+		upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+				    "no greeting from the provider: %s", error);
 		return -1;
 	}
 	imap_response resp;
 	if (imap_parser_response(line, len, &resp, &error) < 0 ||
 	    resp.kind != IMAP_RESP_UNTAGGED) {
-		imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-				   "the provider's greeting is not IMAP");
+		upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+				    "the provider's greeting is not IMAP");
 		return -1;
 	}
 	switch (resp.status) {
@@ -190,95 +160,61 @@ static int imap_upstream_greeting(imap_upstream_setup *u)
 		conn_consume(u->c, len);
 		return 0;
 	case IMAP_STATUS_BYE:
-		imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-				   "the provider refused the connection (BYE)");
+		upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+				    "the provider refused the connection (BYE)");
 		return -1;
 	case IMAP_STATUS_PREAUTH:
 		/* Someone else's session, never one this client logged in to. */
-		imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-				   "the provider greeted with PREAUTH");
+		upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+				    "the provider greeted with PREAUTH");
 		return -1;
 	default:
-		imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-				   "the provider's greeting is not IMAP");
+		upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+				    "the provider's greeting is not IMAP");
 		return -1;
 	}
 }
 
-static int imap_upstream_starttls(imap_upstream_setup *u)
+static int imap_upstream_starttls(upstream_setup *u)
 {
 	const config_upstream *up = &u->env->account->imap_upstream;
 	if (u->caps == NULL &&
 	    imap_upstream_simple_command(u, IMAP_UPSTREAM_TAG_CAPABILITY,
 					 "CAPABILITY") != IMAP_STATUS_OK) {
-		if (u->failure == IMAP_UPSTREAM_OK)
-			imap_upstream_fail(u, IMAP_UPSTREAM_PROTOCOL,
-					   "the provider refused CAPABILITY");
+		if (u->failure == UPSTREAM_SETUP_OK)
+			upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+					    "the provider refused CAPABILITY");
 		return -1;
 	}
 	if (u->caps == NULL || !imap_capability_has(u->caps, "STARTTLS")) {
-		imap_upstream_fail(u, IMAP_UPSTREAM_NO_STARTTLS,
-				   "the provider %s:%d does not offer STARTTLS",
-				   up->host, up->port);
+		upstream_setup_fail(u, UPSTREAM_SETUP_NO_STARTTLS,
+				    "the provider %s:%d does not offer STARTTLS",
+				    up->host, up->port);
 		return -1;
 	}
 	log_info(u->env->id, "upstream STARTTLS", "%s:%d", up->host, up->port);
 	imap_status status = imap_upstream_simple_command(u, IMAP_UPSTREAM_TAG_STARTTLS,
 							  "STARTTLS");
 	if (status != IMAP_STATUS_OK) {
-		if (u->failure == IMAP_UPSTREAM_OK)
-			imap_upstream_fail(u, IMAP_UPSTREAM_STARTTLS_REFUSED,
-					   "the provider %s:%d refused STARTTLS",
-					   up->host, up->port);
-		return -1;
-	}
-	/* Whatever came with the OK was not protected by TLS: an injection
-	 * by someone in the path (nothing may follow the OK before the
-	 * handshake). Discarded, and the connection is not trusted: a later
-	 * injection would break the handshake, this one must fail too. */
-	size_t injected = conn_input_len(u->c);
-	conn_discard_input(u->c);
-	if (injected > 0) {
-		imap_upstream_fail(u, IMAP_UPSTREAM_STARTTLS_INJECTION,
-				   "the provider %s:%d sent %zu unexpected bytes after its STARTTLS reply (STARTTLS injection?)",
-				   up->host, up->port, injected);
+		if (u->failure == UPSTREAM_SETUP_OK)
+			upstream_setup_fail(u, UPSTREAM_SETUP_STARTTLS_REFUSED,
+					    "the provider %s:%d refused STARTTLS",
+					    up->host, up->port);
 		return -1;
 	}
 	free(u->caps);
 	u->caps = NULL;
-	const char *error;
-	if (conn_starttls_client(u->c, u->env->tls_cli, up->host, &error) < 0) {
-		imap_upstream_fail(u, IMAP_UPSTREAM_TLS, "%s", error);
-		return -1;
-	}
-	return 0;
+	return upstream_setup_starttls(u, "STARTTLS");
 }
 
 conn *imap_upstream_connect(const session_env *env, char **caps_r,
-			    imap_upstream_failure *failure_r, char *error,
+			    upstream_setup_failure *failure_r, char *error,
 			    size_t error_size)
 {
 	const config_upstream *up = &env->account->imap_upstream;
-	imap_upstream_setup u = {
-		.env = env, .failure = IMAP_UPSTREAM_OK,
-		.error = error, .error_size = error_size,
-	};
+	upstream_setup u;
 	*caps_r = NULL;
-	if (up->host == NULL) {
-		imap_upstream_fail(&u, IMAP_UPSTREAM_NOT_CONFIGURED,
-				   "no IMAP provider is configured for this account");
-		*failure_r = u.failure;
-		return NULL;
-	}
-	log_info(env->id, "connecting to upstream", "%s:%d (%s)", up->host, up->port,
-		 up->tls == UPSTREAM_TLS_IMPLICIT ? "TLS" : "STARTTLS");
-	const char *cerror;
-	u.c = session_connect_upstream(env, up, &cerror);
-	if (u.c == NULL) {
-		/* session_connect_upstream words its errors "connect HOST..."
-		 * when no TCP connection came about. */
-		imap_upstream_fail(&u, strncmp(cerror, "connect ", 8) == 0 ?
-				   IMAP_UPSTREAM_CONNECT : IMAP_UPSTREAM_TLS, "%s", cerror);
+	if (upstream_setup_connect(&u, env, up, "IMAP", "STARTTLS", error, error_size) < 0) {
 		*failure_r = u.failure;
 		return NULL;
 	}
@@ -290,30 +226,24 @@ conn *imap_upstream_connect(const session_env *env, char **caps_r,
 		u.caps = NULL;
 		if (imap_upstream_simple_command(&u, IMAP_UPSTREAM_TAG_CAPABILITY_TLS,
 						 "CAPABILITY") != IMAP_STATUS_OK) {
-			if (u.failure == IMAP_UPSTREAM_OK)
-				imap_upstream_fail(&u, IMAP_UPSTREAM_PROTOCOL,
-						   "the provider refused CAPABILITY");
+			if (u.failure == UPSTREAM_SETUP_OK)
+				upstream_setup_fail(&u, UPSTREAM_SETUP_PROTOCOL,
+						     "the provider refused CAPABILITY");
 			goto fail;
 		}
 	}
 	if (u.caps == NULL) {
 		u.caps = strdup("IMAP4rev1");
 		if (u.caps == NULL) {
-			imap_upstream_fail(&u, IMAP_UPSTREAM_PROTOCOL, "out of memory");
+			upstream_setup_fail(&u, UPSTREAM_SETUP_PROTOCOL, "out of memory");
 			goto fail;
 		}
 	}
-	log_info(env->id, "connecting to upstream", "TLS verified with %s:%d",
-		 up->host, up->port);
 	*caps_r = u.caps;
-	*failure_r = IMAP_UPSTREAM_OK;
-	return u.c;
+	return upstream_setup_finish(&u, true, failure_r);
 fail:
-	log_warn(env->id, "connecting to upstream", "%s", error);
 	free(u.caps);
-	conn_free(&u.c);
-	*failure_r = u.failure;
-	return NULL;
+	return upstream_setup_finish(&u, false, failure_r);
 }
 
 static bool imap_upstream_quotable(const uint8_t *s, size_t len)

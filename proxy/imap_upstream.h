@@ -10,20 +10,7 @@
 #include "conn.h"
 #include "imap_parser.h"
 #include "session.h"
-
-/* Why the provider could not be used; imap_session turns each into the
- * client's NO [UNAVAILABLE] text. */
-typedef enum {
-	IMAP_UPSTREAM_OK,
-	IMAP_UPSTREAM_NOT_CONFIGURED,	/* the account has no imap_upstream */
-	IMAP_UPSTREAM_CONNECT,		/* DNS, refused, unreachable, timeout */
-	IMAP_UPSTREAM_TLS,		/* handshake or certificate verification */
-	IMAP_UPSTREAM_NO_STARTTLS,	/* imap:// provider does not offer it */
-	IMAP_UPSTREAM_STARTTLS_REFUSED,	/* STARTTLS answered with NO/BAD */
-	IMAP_UPSTREAM_STARTTLS_INJECTION, /* data followed the STARTTLS OK */
-	IMAP_UPSTREAM_PROTOCOL,		/* unusable greeting or reply */
-	IMAP_UPSTREAM_LOST,		/* closed, BYE or timed out later on */
-} imap_upstream_failure;
+#include "upstream_setup.h"
 
 /* Connects and brings up verified TLS; returns a connection in the
  * not-authenticated state with the provider's capabilities (read after
@@ -31,7 +18,7 @@ typedef enum {
  * *failure_r and a one-line reason in error. Never sends anything but
  * CAPABILITY and STARTTLS before TLS is verified. */
 conn *imap_upstream_connect(const session_env *env, char **caps_r,
-			    imap_upstream_failure *failure_r, char *error,
+			    upstream_setup_failure *failure_r, char *error,
 			    size_t error_size);
 
 /* Reads one response line (no literals allowed before login) of at most

@@ -15,6 +15,8 @@
 #include "log.h"
 #include "pop3_parser.h"
 #include "pop3_upstream.h"
+#include "inline_pgp.h"
+#include "view_pin.h"
 
 /* A UIDL is at most 70 characters (RFC 1939); longer ones get no key. */
 #define POP3_MAILDROP_UIDL_MAX 256
@@ -28,10 +30,12 @@
  * beyond this much more it is not held for decryption, so a provider that
  * understates sizes cannot make a batch hold more than its bound. */
 #define POP3_MAILDROP_SIZE_SLACK (1024u * 1024)
+/* How much of a probed text/plain body tells whether it is inline PGP
+ * (the probe's first lines may end before). */
+#define POP3_MAILDROP_TEXT_PREFIX 480
 /* Commands sent before reading replies when the provider pipelines. */
 #define POP3_MAILDROP_PIPELINE 32
 
-#define POP3_MAILDROP_ARMOR "-----BEGIN PGP MESSAGE-----"
 #define POP3_MAILDROP_KEY_PREFIX "\0POP3\0"
 #define POP3_MAILDROP_KEY_PREFIX_LEN 6
 
@@ -127,46 +131,13 @@ static bool pop3_maildrop_has_status_field(const uint8_t *hdr, size_t len)
 	return false;
 }
 
-/* Whether the start of a text/plain body (as transferred) may open an
- * armored PGP MESSAGE once decoded. A start cut short counts. */
-static bool pop3_maildrop_text_may_be_pgp(const uint8_t *data, size_t len, const char *cte)
+static inline_pgp_encoding pop3_maildrop_encoding(const char *cte)
 {
-	uint8_t buf[512];
-	size_t n = 0;
-	if (len > 480)
-		len = 480;
-	if (cte != NULL && strcmp(cte, "base64") == 0) {
-		gint state = 0;
-		guint save = 0;
-		n = g_base64_decode_step((const gchar *)data, len, buf, &state, &save);
-	} else if (cte != NULL && strcmp(cte, "quoted-printable") == 0) {
-		for (size_t i = 0; i < len && n < sizeof(buf); i++) {
-			if (data[i] == '=' && i + 1 < len && (data[i + 1] == '\r' || data[i + 1] == '\n')) {
-				i += data[i + 1] == '\r' && i + 2 < len && data[i + 2] == '\n' ? 2 : 1;
-				continue;
-			}
-			if (data[i] == '=' && i + 2 < len && g_ascii_isxdigit(data[i + 1]) &&
-			    g_ascii_isxdigit(data[i + 2])) {
-				buf[n++] = (uint8_t)(g_ascii_xdigit_value((gchar)data[i + 1]) * 16 +
-						     g_ascii_xdigit_value((gchar)data[i + 2]));
-				i += 2;
-				continue;
-			}
-			buf[n++] = data[i];
-		}
-	} else {
-		memcpy(buf, data, len);
-		n = len;
-	}
-	size_t i = 0;
-	while (i < n && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' || buf[i] == '\n'))
-		i++;
-	size_t alen = strlen(POP3_MAILDROP_ARMOR);
-	size_t left = n - i;
-	if (left == 0)
-		return true;
-	size_t cmp = left < alen ? left : alen;
-	return memcmp(buf + i, POP3_MAILDROP_ARMOR, cmp) == 0;
+	if (cte != NULL && strcmp(cte, "base64") == 0)
+		return INLINE_PGP_BASE64;
+	if (cte != NULL && strcmp(cte, "quoted-printable") == 0)
+		return INLINE_PGP_QUOTED_PRINTABLE;
+	return INLINE_PGP_IDENTITY;
 }
 
 bool pop3_maildrop_probe_candidate(const uint8_t *probe, size_t len)
@@ -186,7 +157,9 @@ bool pop3_maildrop_probe_candidate(const uint8_t *probe, size_t len)
 		else if (strcmp(type, "multipart/encrypted") == 0)
 			candidate = true;
 		else if (strcmp(type, "text/plain") == 0)
-			candidate = pop3_maildrop_text_may_be_pgp(probe + hlen, len - hlen, enc);
+			candidate = inline_pgp_may_start(probe + hlen, len - hlen,
+							 pop3_maildrop_encoding(enc),
+							 POP3_MAILDROP_TEXT_PREFIX, true);
 		else
 			candidate = false;
 		g_free(type);
@@ -482,14 +455,10 @@ static int pop3_maildrop_render_one(pop3_maildrop *md, pop3_maildrop_msg *m, ima
 	*view_r = NULL;
 	*cache_r = true;
 	for (int round = 0;; round++) {
-		if (job->result == CRYPTO_VIEW_INVALID && round == 0) {
+		if (view_pin_drop_invalid(job, pin, round)) {
 			log_warn(md->env->id, "decrypting",
 				 "UIDL %s: the pinned signature status is not valid, verifying anew",
 				 m->uidl != NULL ? m->uidl : "-");
-			imap_view_job_clear(job);
-			g_free(*pin);
-			*pin = NULL;
-			job->pinned_signature = NULL;
 			imap_view_pool_render(md->env->view_pool, job, 1);
 			continue;
 		}
@@ -511,27 +480,17 @@ static int pop3_maildrop_render_one(pop3_maildrop *md, pop3_maildrop_msg *m, ima
 			}
 			return 0;
 		}
-		if (job->status.signature != NULL && *pin == NULL && keyed) {
-			char *stored = NULL;
-			const char *error;
-			if (keystore_view_pin_put(md->env->db, account, key.mailbox, key.mailbox_len,
-						  key.uidvalidity, key.uid, job->status.signature,
-						  &stored, &error) < 0) {
-				snprintf(reason, reason_size, "the view store cannot be written: %s",
-					 error);
+		if (keyed) {
+			int pinned = view_pin_put_first(md->env, &key, job, pin, round, reason,
+							reason_size);
+			if (pinned < 0) {
 				pop3_maildrop_one_line(reason);
 				return 1;
 			}
-			if (stored != NULL && strcmp(stored, job->status.signature) != 0 &&
-			    round == 0) {
-				/* Another session pinned first: show its status. */
-				imap_view_job_clear(job);
-				*pin = stored;
-				job->pinned_signature = stored;
+			if (pinned > 0) {
 				imap_view_pool_render(md->env->view_pool, job, 1);
 				continue;
 			}
-			g_free(stored);
 		}
 		*view_r = g_byte_array_free_to_bytes(job->view);
 		job->view = NULL;
@@ -569,13 +528,8 @@ static int pop3_maildrop_render(pop3_maildrop *md, const uint32_t *nums, size_t 
 		if (pop3_maildrop_has_key(m)) {
 			uint8_t mailbox[POP3_MAILDROP_KEY_PREFIX_LEN + POP3_MAILDROP_UIDL_MAX];
 			imap_view_key key;
-			const char *error;
 			pop3_maildrop_key(md->env->account->name, m->uidl, mailbox, &key);
-			if (keystore_view_pin_get(md->env->db, key.account, key.mailbox,
-						  key.mailbox_len, key.uidvalidity, key.uid,
-						  &pins[i], &error) < 0) {
-				snprintf(reason, reason_size, "the view store cannot be read: %s",
-					 error);
+			if (view_pin_get(md->env, &key, &pins[i], reason, reason_size) < 0) {
 				pop3_maildrop_one_line(reason);
 				ret = 1;
 				break;

@@ -3,7 +3,6 @@
  * verified, and nothing from before TLS is kept. */
 #include "pop3_upstream.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -67,15 +66,8 @@ static int pop3_upstream_body(conn *c, GByteArray *out, uint64_t max, bool *too_
 			if (r == POP3_PARSE_DONE)
 				return 0;
 		}
-		ssize_t n = conn_fill(c);
-		if (n == 0) {
-			*error_r = "connection closed";
+		if (upstream_setup_fill(c, error_r) < 0)
 			return -1;
-		}
-		if (n < 0) {
-			*error_r = conn_last_error(c);
-			return -1;
-		}
 	}
 }
 
@@ -124,146 +116,91 @@ int pop3_upstream_capa(conn *c, char **caps_r, const char **error_r)
 	return 0;
 }
 
-typedef struct {
-	const session_env *env;
-	conn *c;
-	char *caps;
-	pop3_upstream_failure failure;
-	char *error;
-	size_t error_size;
-} pop3_upstream_setup;
-
-static void pop3_upstream_fail(pop3_upstream_setup *u, pop3_upstream_failure failure,
-			       const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void pop3_upstream_fail(pop3_upstream_setup *u, pop3_upstream_failure failure,
-			       const char *fmt, ...)
-{
-	va_list args;
-	va_start(args, fmt);
-	vsnprintf(u->error, u->error_size, fmt, args);
-	va_end(args);
-	u->failure = failure;
-}
-
-static int pop3_upstream_greeting(pop3_upstream_setup *u)
+static int pop3_upstream_greeting(upstream_setup *u)
 {
 	pop3_response resp;
 	const char *error;
 	if (pop3_upstream_read_status(u->c, &resp, &error) < 0) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_PROTOCOL, "no greeting from the provider: %s",
-				   error);
+		upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL, "no greeting from the provider: %s",
+				    error);
 		return -1;
 	}
 	if (resp.status != POP3_RESP_OK) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_PROTOCOL,
-				   "the provider refused the connection (-ERR greeting)");
+		upstream_setup_fail(u, UPSTREAM_SETUP_PROTOCOL,
+				    "the provider refused the connection (-ERR greeting)");
 		return -1;
 	}
 	return 0;
 }
 
-static int pop3_upstream_get_capa(pop3_upstream_setup *u)
+static int pop3_upstream_get_capa(upstream_setup *u)
 {
 	const char *error;
 	g_free(u->caps);
 	u->caps = NULL;
 	if (pop3_upstream_capa(u->c, &u->caps, &error) < 0) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_LOST, "reading the provider's CAPA: %s", error);
+		upstream_setup_fail(u, UPSTREAM_SETUP_LOST, "reading the provider's CAPA: %s",
+				    error);
 		return -1;
 	}
 	return 0;
 }
 
-static int pop3_upstream_stls(pop3_upstream_setup *u)
+static int pop3_upstream_stls(upstream_setup *u)
 {
 	const config_upstream *up = &u->env->account->pop3_upstream;
 	if (pop3_upstream_get_capa(u) < 0)
 		return -1;
 	if (!pop3_parser_capa_has(u->caps, "STLS")) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_NO_STLS, "the provider %s:%d does not offer STLS",
-				   up->host, up->port);
+		upstream_setup_fail(u, UPSTREAM_SETUP_NO_STARTTLS, "the provider %s:%d does not offer STLS",
+				    up->host, up->port);
 		return -1;
 	}
 	log_info(u->env->id, "upstream STLS", "%s:%d", up->host, up->port);
 	const char *error;
 	pop3_response resp;
 	if (conn_write_str(u->c, "STLS\r\n") < 0 || conn_flush(u->c) < 0) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_LOST, "sending STLS to the provider: %s",
-				   conn_last_error(u->c));
+		upstream_setup_fail(u, UPSTREAM_SETUP_LOST, "sending STLS to the provider: %s",
+				    conn_last_error(u->c));
 		return -1;
 	}
 	if (pop3_upstream_read_status(u->c, &resp, &error) < 0) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_LOST, "reading the provider's reply to STLS: %s",
-				   error);
+		upstream_setup_fail(u, UPSTREAM_SETUP_LOST, "reading the provider's reply to STLS: %s",
+				    error);
 		return -1;
 	}
 	if (resp.status != POP3_RESP_OK) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_STLS_REFUSED, "the provider %s:%d refused STLS",
-				   up->host, up->port);
-		return -1;
-	}
-	/* Whatever came with the +OK was not protected by TLS: an injection
-	 * by someone in the path. The connection is not trusted then. */
-	size_t injected = conn_input_len(u->c);
-	conn_discard_input(u->c);
-	if (injected > 0) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_STLS_INJECTION,
-				   "the provider %s:%d sent %zu unexpected bytes after its STLS reply (STLS injection?)",
-				   up->host, up->port, injected);
+		upstream_setup_fail(u, UPSTREAM_SETUP_STARTTLS_REFUSED, "the provider %s:%d refused STLS",
+				    up->host, up->port);
 		return -1;
 	}
 	g_free(u->caps);
 	u->caps = NULL;
-	if (conn_starttls_client(u->c, u->env->tls_cli, up->host, &error) < 0) {
-		pop3_upstream_fail(u, POP3_UPSTREAM_TLS, "%s", error);
-		return -1;
-	}
-	return 0;
+	return upstream_setup_starttls(u, "STLS");
 }
 
 conn *pop3_upstream_connect(const session_env *env, char **caps_r,
-			    pop3_upstream_failure *failure_r, char *error, size_t error_size)
+			    upstream_setup_failure *failure_r, char *error, size_t error_size)
 {
 	const config_upstream *up = &env->account->pop3_upstream;
-	pop3_upstream_setup u = {
-		.env = env, .failure = POP3_UPSTREAM_OK,
-		.error = error, .error_size = error_size,
-	};
+	upstream_setup u;
 	*caps_r = NULL;
-	if (up->host == NULL) {
-		pop3_upstream_fail(&u, POP3_UPSTREAM_NOT_CONFIGURED,
-				   "no POP3 provider is configured for this account");
-		*failure_r = u.failure;
-		return NULL;
-	}
-	log_info(env->id, "connecting to upstream", "%s:%d (%s)", up->host, up->port,
-		 up->tls == UPSTREAM_TLS_IMPLICIT ? "TLS" : "STLS");
-	const char *cerror;
-	u.c = session_connect_upstream(env, up, &cerror);
-	if (u.c == NULL) {
-		pop3_upstream_fail(&u, strncmp(cerror, "connect ", 8) == 0 ?
-				   POP3_UPSTREAM_CONNECT : POP3_UPSTREAM_TLS, "%s", cerror);
+	if (upstream_setup_connect(&u, env, up, "POP3", "STLS", error, error_size) < 0) {
 		*failure_r = u.failure;
 		return NULL;
 	}
 	/* A plain next hop is for gateways only; POP3 always has TLS. */
 	if (up->tls == UPSTREAM_TLS_NONE) {
-		pop3_upstream_fail(&u, POP3_UPSTREAM_TLS, "the provider is not reached over TLS");
+		upstream_setup_fail(&u, UPSTREAM_SETUP_TLS, "the provider is not reached over TLS");
 		goto fail;
 	}
 	if (pop3_upstream_greeting(&u) < 0 ||
 	    (up->tls == UPSTREAM_TLS_STARTTLS && pop3_upstream_stls(&u) < 0) ||
 	    pop3_upstream_get_capa(&u) < 0)
 		goto fail;
-	log_info(env->id, "connecting to upstream", "TLS verified with %s:%d", up->host, up->port);
 	*caps_r = u.caps;
-	*failure_r = POP3_UPSTREAM_OK;
-	return u.c;
+	return upstream_setup_finish(&u, true, failure_r);
 fail:
-	log_warn(env->id, "connecting to upstream", "%s", error);
 	g_free(u.caps);
-	conn_free(&u.c);
-	*failure_r = u.failure;
-	return NULL;
+	return upstream_setup_finish(&u, false, failure_r);
 }

@@ -12,20 +12,7 @@
 #include "conn.h"
 #include "pop3_parser.h"
 #include "session.h"
-
-/* Why the provider could not be used; pop3_session turns each into the
- * client's -ERR [SYS/TEMP] text. */
-typedef enum {
-	POP3_UPSTREAM_OK,
-	POP3_UPSTREAM_NOT_CONFIGURED,	/* the account has no pop3_upstream */
-	POP3_UPSTREAM_CONNECT,		/* DNS, refused, unreachable, timeout */
-	POP3_UPSTREAM_TLS,		/* handshake or certificate verification */
-	POP3_UPSTREAM_NO_STLS,		/* pop3:// provider does not offer STLS */
-	POP3_UPSTREAM_STLS_REFUSED,	/* STLS answered with -ERR */
-	POP3_UPSTREAM_STLS_INJECTION,	/* data followed the STLS +OK */
-	POP3_UPSTREAM_PROTOCOL,		/* unusable greeting or reply */
-	POP3_UPSTREAM_LOST,		/* closed or timed out later on */
-} pop3_upstream_failure;
+#include "upstream_setup.h"
 
 /* The longest status line sealpost reads from the provider. */
 #define POP3_UPSTREAM_MAX_LINE 8192
@@ -36,7 +23,7 @@ typedef enum {
  * failure NULL with *failure_r and a one-line reason in error. Nothing but
  * CAPA and STLS is sent before TLS is verified. */
 conn *pop3_upstream_connect(const session_env *env, char **caps_r,
-			    pop3_upstream_failure *failure_r, char *error, size_t error_size);
+			    upstream_setup_failure *failure_r, char *error, size_t error_size);
 
 /* Reads one status line (at most POP3_UPSTREAM_MAX_LINE bytes) and parses
  * it; the line is consumed, *resp points into a copy that lives until the
