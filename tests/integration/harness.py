@@ -298,3 +298,19 @@ def run_sealpost(*args, timeout=30, **kw):
     return subprocess.run([SEALPOST_BIN] + list(args), stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=timeout, **kw)
+
+
+def module_world(namespace, factory):
+    """(setUpModule, tearDownModule) for a test module whose tests share one
+    world in the module global W: factory() builds it; its close() returns
+    the sanitizer reports of the sealposts it ran, which fail the module."""
+    def set_up():
+        namespace["W"] = factory()
+
+    def tear_down():
+        w, namespace["W"] = namespace.get("W"), None
+        if w is not None:
+            reports = w.close()
+            if reports:
+                raise AssertionError("sealpost: " + "\n\n".join(reports))
+    return set_up, tear_down

@@ -93,18 +93,7 @@ class World:
         return reports
 
 
-def setUpModule():
-    global W
-    W = World()
-
-
-def tearDownModule():
-    global W
-    w, W = W, None
-    if w is not None:
-        reports = w.close()
-        if reports:
-            raise AssertionError("sealpost: " + "\n\n".join(reports))
+setUpModule, tearDownModule = harness.module_world(globals(), World)
 
 
 # ---- messages ------------------------------------------------------------------
