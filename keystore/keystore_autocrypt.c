@@ -633,6 +633,65 @@ static bool keystore_ac_peer_equal(const keystore_autocrypt_peer *a,
 				     b->gossip_key_len));
 }
 
+/* One change to a peer row (keystore_autocrypt_peer_update): the header's
+ * (or, gossip, the gossip value's) rules applied to the stored state. */
+typedef struct {
+	const char *account, *addr;
+	int64_t effective;
+	const keystore_autocrypt_header *h;	/* NULL: a message without a valid header */
+	bool gossip;
+	const char *fpr;	/* the key in h, once inspected; NULL before */
+	/* out */
+	bool need_inspect;	/* h brings a key the row does not have: inspect first */
+	keystore_autocrypt_step step;	/* the header's */
+	bool taken;		/* the gossip's */
+	bool new_key;		/* taken, and another key than the row had */
+	char key_fpr[65];	/* the row's public key fingerprint afterwards */
+} keystore_ac_change;
+
+static bool keystore_ac_apply(keystore_autocrypt_peer *peer, bool found, void *ctx)
+{
+	keystore_ac_change *c = ctx;
+	if (!found)
+		keystore_ac_peer_init(peer, c->account, c->addr);
+	keystore_autocrypt_peer before;
+	keystore_autocrypt_peer_copy(&before, peer);
+	bool write = false;
+	c->taken = c->new_key = false;
+	c->step = KEYSTORE_AUTOCRYPT_UNCHANGED;
+	if (c->gossip) {
+		bool new_key = !keystore_ac_same_key(peer->gossip_key, peer->gossip_key_len,
+						     c->h->keydata, c->h->keydata_len);
+		if (new_key && c->fpr == NULL) {
+			c->need_inspect = true;
+		} else if (keystore_autocrypt_update_gossip(peer, c->effective, c->h)) {
+			c->taken = true;
+			c->new_key = new_key;
+			if (new_key)
+				g_strlcpy(peer->gossip_key_fpr, c->fpr, sizeof(peer->gossip_key_fpr));
+			write = !keystore_ac_peer_equal(peer, &before);
+		}
+	} else {
+		bool new_key = c->h != NULL &&
+			!keystore_ac_same_key(peer->public_key, peer->public_key_len,
+					      c->h->keydata, c->h->keydata_len);
+		if (new_key && c->effective >= peer->autocrypt_timestamp && c->fpr == NULL) {
+			c->need_inspect = true;
+		} else {
+			c->step = keystore_autocrypt_update(peer, c->effective, c->h);
+			if (c->step == KEYSTORE_AUTOCRYPT_TAKEN && new_key) {
+				c->new_key = true;
+				g_strlcpy(peer->public_key_fpr, c->fpr, sizeof(peer->public_key_fpr));
+			}
+			g_strlcpy(c->key_fpr, peer->public_key_fpr, sizeof(c->key_fpr));
+			write = c->step != KEYSTORE_AUTOCRYPT_UNCHANGED &&
+				!keystore_ac_peer_equal(peer, &before);
+		}
+	}
+	keystore_autocrypt_peer_clear(&before);
+	return write;
+}
+
 /* One Autocrypt-Gossip value of an encrypted message. */
 static int keystore_ac_gossip(keystore_db *db, keystore_keyring *kr, const char *account,
 			      const keystore_autocrypt_message *m, int64_t effective,
@@ -652,25 +711,33 @@ static int keystore_ac_gossip(keystore_db *db, keystore_keyring *kr, const char 
 		res->gossip_ignored++;
 		goto out;
 	}
-	keystore_autocrypt_peer peer, before;
-	bool found;
-	if (keystore_autocrypt_peer_get(db, account, addr, &peer, &found, error_r) < 0) {
-		ret = -1;
-		goto out;
-	}
-	if (!found)
-		keystore_ac_peer_init(&peer, account, addr);
-	keystore_autocrypt_peer_copy(&before, &peer);
-	bool new_key = !keystore_ac_same_key(peer.gossip_key, peer.gossip_key_len,
-					     h.keydata, h.keydata_len);
+	/* The peer row is read and written in one transaction; a key is
+	 * inspected (gpg) outside it, and the update tried again with it. */
 	keystore_keyring_key k = { 0 };
-	if (new_key && keystore_keyring_inspect(kr, h.keydata, h.keydata_len, &k, &why) < 0) {
-		res->gossip_ignored++;
-	} else if (keystore_autocrypt_update_gossip(&peer, effective, &h)) {
+	keystore_ac_change c = {
+		.account = account, .addr = addr, .effective = effective, .h = &h, .gossip = true,
+	};
+	bool written;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		c.need_inspect = false;
+		if (keystore_autocrypt_peer_update(db, account, addr, keystore_ac_apply, &c, &written,
+						   error_r) < 0) {
+			ret = -1;
+			break;
+		}
+		if (!c.need_inspect)
+			break;
+		if (keystore_keyring_inspect(kr, h.keydata, h.keydata_len, &k, &why) < 0) {
+			res->gossip_ignored++;
+			goto done;
+		}
+		c.fpr = k.fingerprint;
+	}
+	if (ret == 0 && c.need_inspect) {
+		res->gossip_ignored++;	/* the row kept changing under us */
+	} else if (ret == 0 && c.taken) {
 		res->gossip_taken++;
-		if (new_key)
-			g_strlcpy(peer.gossip_key_fpr, k.fingerprint, sizeof(peer.gossip_key_fpr));
-		const char *uid_address = new_key ? keystore_ac_uid_address(&k, h.addr) : NULL;
+		const char *uid_address = c.new_key ? keystore_ac_uid_address(&k, h.addr) : NULL;
 		bool usable = true, in_keyring = true;
 		keystore_key_state state;
 		bool state_found = false;
@@ -694,13 +761,9 @@ static int keystore_ac_gossip(keystore_db *db, keystore_keyring *kr, const char 
 				res->gossip_imported++;
 			}
 		}
-		if (ret == 0 && !keystore_ac_peer_equal(&peer, &before) &&
-		    keystore_autocrypt_peer_put(db, &peer, error_r) < 0)
-			ret = -1;
 	}
+done:
 	keystore_keyring_key_clear(&k);
-	keystore_autocrypt_peer_clear(&before);
-	keystore_autocrypt_peer_clear(&peer);
 out:
 	g_free(addr);
 	keystore_autocrypt_header_clear(&h);
@@ -731,49 +794,54 @@ int keystore_autocrypt_process(keystore_db *db, keystore_keyring *kr,
 	int64_t effective = keystore_autocrypt_effective_date(m->date, now);
 	int ret = 0;
 
-	keystore_autocrypt_peer peer, before;
-	bool found;
-	if (keystore_autocrypt_peer_get(db, account, from, &peer, &found, error_r) < 0) {
-		ret = -1;
-		goto out;
-	}
-	if (!found)
-		keystore_ac_peer_init(&peer, account, from);
-	keystore_autocrypt_peer_copy(&before, &peer);
-
 	keystore_autocrypt_header h;
 	bool have_header = keystore_autocrypt_select(m->autocrypt, m->from, &h,
 						     &res->header_why) == 1;
-	bool new_key = have_header && !keystore_ac_same_key(peer.public_key, peer.public_key_len,
-							    h.keydata, h.keydata_len);
+	/* The peer row is read and written in one transaction, so that two
+	 * sessions reading mail from the same correspondent at once never
+	 * lose each other's change; a new key is inspected (gpg) outside it
+	 * and the update tried again with its fingerprint. */
 	keystore_keyring_key k = { 0 };
 	const char *why;
-	if (new_key && effective >= peer.autocrypt_timestamp &&
-	    keystore_keyring_inspect(kr, h.keydata, h.keydata_len, &k, &why) < 0) {
-		/* keydata that is no OpenPGP key makes the header invalid. */
-		res->header_why = "keydata is not one OpenPGP public key";
-		keystore_autocrypt_header_clear(&h);
-		have_header = new_key = false;
+	keystore_ac_change c = {
+		.account = account, .addr = from, .effective = effective,
+		.h = have_header ? &h : NULL,
+	};
+	bool written;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		c.need_inspect = false;
+		if (keystore_autocrypt_peer_update(db, account, from, keystore_ac_apply, &c, &written,
+						   error_r) < 0) {
+			ret = -1;
+			break;
+		}
+		if (!c.need_inspect)
+			break;
+		if (keystore_keyring_inspect(kr, h.keydata, h.keydata_len, &k, &why) < 0) {
+			/* keydata that is no OpenPGP key makes the header invalid. */
+			res->header_why = "keydata is not one OpenPGP public key";
+			keystore_autocrypt_header_clear(&h);
+			have_header = false;
+			c.h = NULL;
+		} else {
+			c.fpr = k.fingerprint;
+		}
 	}
-	res->step = keystore_autocrypt_update(&peer, effective, have_header ? &h : NULL);
-	if (res->step == KEYSTORE_AUTOCRYPT_TAKEN) {
-		if (new_key) {
-			g_strlcpy(peer.public_key_fpr, k.fingerprint, sizeof(peer.public_key_fpr));
+	res->step = c.step;
+	if (ret == 0 && c.need_inspect) {
+		/* The row kept changing under us: leave it to the others. */
+		res->step = KEYSTORE_AUTOCRYPT_UNCHANGED;
+		res->header_why = "the peer state changed meanwhile";
+	} else if (ret == 0 && res->step == KEYSTORE_AUTOCRYPT_TAKEN) {
+		if (c.new_key)
 			ret = keystore_ac_take_key(db, kr, account, from, &k, h.keydata,
 						   h.keydata_len, res, error_r);
-		}
-		g_strlcpy(res->fingerprint, peer.public_key_fpr, sizeof(res->fingerprint));
+		g_strlcpy(res->fingerprint, c.key_fpr, sizeof(res->fingerprint));
 	} else if (res->step == KEYSTORE_AUTOCRYPT_UNCHANGED && have_header) {
 		res->header_why = "older than the newest Autocrypt header seen";
 	}
-	if (ret == 0 && res->step != KEYSTORE_AUTOCRYPT_UNCHANGED &&
-	    !keystore_ac_peer_equal(&peer, &before) &&
-	    keystore_autocrypt_peer_put(db, &peer, error_r) < 0)
-		ret = -1;
 	keystore_keyring_key_clear(&k);
 	keystore_autocrypt_header_clear(&h);
-	keystore_autocrypt_peer_clear(&before);
-	keystore_autocrypt_peer_clear(&peer);
 
 	/* Gossip outside encryption could come from anyone on the path. */
 	for (size_t i = 0; ret == 0 && m->gossip != NULL && m->gossip[i] != NULL; i++) {
@@ -783,7 +851,6 @@ int keystore_autocrypt_process(keystore_db *db, keystore_keyring *kr,
 		}
 		ret = keystore_ac_gossip(db, kr, account, m, effective, m->gossip[i], res, error_r);
 	}
-out:
 	g_free(account);
 	g_free(from);
 	return ret;

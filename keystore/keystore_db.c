@@ -301,7 +301,8 @@ int keystore_policy_target_normalise(const char *target, char *out, size_t size,
 	return 0;
 }
 
-/* Runs sql that answers no rows; only while opening, before the handle is shared. */
+/* Runs sql that answers no rows: while opening, before the handle is
+ * shared, or with db->lock held. */
 static int keystore_db_exec(keystore_db *db, const char *sql, const char *what,
 			    const char **error_r)
 {
@@ -1324,9 +1325,10 @@ static unsigned char *keystore_db_column_blob(sqlite3_stmt *st, int col, size_t 
 	return keystore_db_dup_blob(b, *len_r);
 }
 
-int keystore_autocrypt_peer_get(keystore_db *db, const char *account, const char *addr,
-				keystore_autocrypt_peer *peer_r, bool *found_r,
-				const char **error_r)
+/* keystore_autocrypt_peer_get with db->lock held. */
+static int keystore_db_peer_get_locked(keystore_db *db, const char *account, const char *addr,
+				       keystore_autocrypt_peer *peer_r, bool *found_r,
+				       const char **error_r)
 {
 	memset(peer_r, 0, sizeof(*peer_r));
 	*found_r = false;
@@ -1335,7 +1337,6 @@ int keystore_autocrypt_peer_get(keystore_db *db, const char *account, const char
 		return -1;
 	}
 	int ret = 0;
-	g_mutex_lock(&db->lock);
 	sqlite3_stmt *st = db->peer_get;
 	sqlite3_bind_text(st, 1, account, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, addr, -1, SQLITE_STATIC);
@@ -1359,6 +1360,15 @@ int keystore_autocrypt_peer_get(keystore_db *db, const char *account, const char
 		ret = -1;
 	}
 	keystore_db_done(st);
+	return ret;
+}
+
+int keystore_autocrypt_peer_get(keystore_db *db, const char *account, const char *addr,
+				keystore_autocrypt_peer *peer_r, bool *found_r,
+				const char **error_r)
+{
+	g_mutex_lock(&db->lock);
+	int ret = keystore_db_peer_get_locked(db, account, addr, peer_r, found_r, error_r);
 	g_mutex_unlock(&db->lock);
 	return ret;
 }
@@ -1382,8 +1392,9 @@ static void keystore_db_bind_fpr(sqlite3_stmt *st, int i, const char *fpr)
 /* The largest key a peer row or a pending change holds: what an import takes. */
 #define KEYSTORE_DB_KEY_MAX (1024 * 1024)
 
-int keystore_autocrypt_peer_put(keystore_db *db, const keystore_autocrypt_peer *p,
-				const char **error_r)
+/* keystore_autocrypt_peer_put with db->lock held. */
+static int keystore_db_peer_put_locked(keystore_db *db, const keystore_autocrypt_peer *p,
+				       const char **error_r)
 {
 	if (p->account == NULL || p->addr == NULL || strchr(p->addr, '@') == NULL) {
 		*error_r = "autocrypt peer: no account or no address";
@@ -1394,7 +1405,6 @@ int keystore_autocrypt_peer_put(keystore_db *db, const keystore_autocrypt_peer *
 		return -1;
 	}
 	int ret = 0;
-	g_mutex_lock(&db->lock);
 	sqlite3_stmt *st = db->peer_put;
 	sqlite3_bind_text(st, 1, p->account, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, p->addr, -1, SQLITE_STATIC);
@@ -1412,7 +1422,45 @@ int keystore_autocrypt_peer_put(keystore_db *db, const keystore_autocrypt_peer *
 		ret = -1;
 	}
 	keystore_db_done(st);
+	return ret;
+}
+
+int keystore_autocrypt_peer_put(keystore_db *db, const keystore_autocrypt_peer *p,
+				const char **error_r)
+{
+	g_mutex_lock(&db->lock);
+	int ret = keystore_db_peer_put_locked(db, p, error_r);
 	g_mutex_unlock(&db->lock);
+	return ret;
+}
+
+int keystore_autocrypt_peer_update(keystore_db *db, const char *account, const char *addr,
+				   keystore_autocrypt_peer_fn *fn, void *ctx, bool *written_r,
+				   const char **error_r)
+{
+	keystore_autocrypt_peer peer;
+	bool found = false;
+	*written_r = false;
+	g_mutex_lock(&db->lock);
+	/* IMMEDIATE: the write lock from the read on, so that no other
+	 * connection (the API's, a CLI) changes the row in between. */
+	if (keystore_db_exec(db, "BEGIN IMMEDIATE", "cannot start a transaction", error_r) < 0) {
+		g_mutex_unlock(&db->lock);
+		return -1;
+	}
+	int ret = keystore_db_peer_get_locked(db, account, addr, &peer, &found, error_r);
+	if (ret == 0 && fn(&peer, found, ctx)) {
+		ret = keystore_db_peer_put_locked(db, &peer, error_r);
+		*written_r = ret == 0;
+	}
+	if (ret == 0 && keystore_db_exec(db, "COMMIT", "cannot commit", error_r) < 0)
+		ret = -1;
+	if (ret < 0) {
+		sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+		*written_r = false;
+	}
+	g_mutex_unlock(&db->lock);
+	keystore_autocrypt_peer_clear(&peer);
 	return ret;
 }
 

@@ -211,6 +211,18 @@ int keystore_autocrypt_peer_get(keystore_db *db, const char *account, const char
 /* Inserts or replaces the row (account, addr) with everything in peer. */
 int keystore_autocrypt_peer_put(keystore_db *db, const keystore_autocrypt_peer *peer,
 				const char **error_r);
+/* What keystore_autocrypt_peer_update does to a row: peer holds the stored
+ * state (found) or is zeroed (!found; account and addr NULL: fn fills
+ * them in). True to write peer back. Runs with the database locked: it
+ * must not call into db. */
+typedef bool keystore_autocrypt_peer_fn(keystore_autocrypt_peer *peer, bool found, void *ctx);
+/* Reads the row (account, addr), lets fn change it and writes it back in
+ * one write transaction, so that two sessions (or processes) learning
+ * from the same correspondent at once never lose each other's change.
+ * *written_r tells whether a row was written. */
+int keystore_autocrypt_peer_update(keystore_db *db, const char *account, const char *addr,
+				   keystore_autocrypt_peer_fn *fn, void *ctx, bool *written_r,
+				   const char **error_r);
 /* Peer rows in total, and how many have a public key. */
 int keystore_autocrypt_peer_count(keystore_db *db, unsigned *peers_r, unsigned *with_key_r,
 				  const char **error_r);

@@ -925,6 +925,117 @@ static void test_opportunistic(void **state)
 	g_free(dave);
 }
 
+/* Two sessions (each with a database handle of its own, as the API and
+ * the server have) read mail from bob at the same time: one the messages
+ * with his header, the other those without. Every change must survive:
+ * last_seen is the newest date of all, autocrypt_timestamp the newest
+ * with a header, and the key stays. Without one transaction per row
+ * update, a session writing back what it read before the other's write
+ * loses that write. */
+typedef struct {
+	fixture *f;
+	keystore_db *db;
+	const char *header;	/* NULL: messages without one */
+	int64_t first;
+	int n;
+	int failures;
+} race_arg;
+
+static gpointer race_run(gpointer p)
+{
+	race_arg *a = p;
+	const char *values[] = { a->header, NULL };
+	for (int i = 0; i < a->n; i++) {
+		keystore_autocrypt_message m = {
+			.account = "alice@example.test", .from = "bob@example.test",
+			.date = a->first + 2 * i, .now = 1800000000,
+			.autocrypt = a->header != NULL ? values : NULL,
+		};
+		keystore_autocrypt_result res;
+		const char *error = NULL;
+		if (keystore_autocrypt_process(a->db, a->f->kr, &m, &res, &error) < 0)
+			a->failures++;
+	}
+	return NULL;
+}
+
+typedef struct {
+	keystore_db *db;
+	volatile gint stop;
+	int regressions;	/* times a timestamp went back */
+	int reads;
+} race_watch;
+
+/* Reads the row over and over: what is stored never goes back in time. */
+static gpointer race_watch_run(gpointer p)
+{
+	race_watch *w = p;
+	int64_t seen = 0, ts = 0;
+	while (!g_atomic_int_get(&w->stop)) {
+		keystore_autocrypt_peer peer;
+		bool found = false;
+		const char *error;
+		if (keystore_autocrypt_peer_get(w->db, "alice@example.test", "bob@example.test",
+						&peer, &found, &error) == 0 && found) {
+			w->reads++;
+			if (peer.last_seen < seen || peer.autocrypt_timestamp < ts)
+				w->regressions++;
+			seen = MAX(seen, peer.last_seen);
+			ts = MAX(ts, peer.autocrypt_timestamp);
+			keystore_autocrypt_peer_clear(&peer);
+		}
+		g_usleep(50);
+	}
+	return NULL;
+}
+
+static void test_concurrent_sessions(void **state)
+{
+	fixture *f = *state;
+	char *bob_b64;
+	char *bob = make_peer_key(f, "Bob <bob@example.test>", &bob_b64);
+	char *h = ac_value("bob@example.test", false, bob_b64);
+	const int64_t t0 = 1700000000;
+	const int n = 150;
+	const char *error = NULL;
+	keystore_db *db2 = keystore_db_open(f->dir, &error);
+	assert_non_null(db2);
+	/* The key is known before the race: no gpg in it, the threads overlap. */
+	const char *just_h[] = { h, NULL };
+	keystore_autocrypt_result r = process(f, "bob@example.test", t0 - 10, just_h, NULL, NULL,
+					      false);
+	assert_int_equal(r.key, KEYSTORE_AUTOCRYPT_KEY_IMPORTED);
+	keystore_db *db3 = keystore_db_open(f->dir, &error);
+	assert_non_null(db3);
+	race_watch watch = { db3, 0, 0, 0 };
+	race_arg with = { f, f->db, h, t0, n, 0 };
+	race_arg without = { f, db2, NULL, t0 + 1, n, 0 };
+	GThread *w = g_thread_new("watch", race_watch_run, &watch);
+	GThread *a = g_thread_new("with", race_run, &with);
+	GThread *b = g_thread_new("without", race_run, &without);
+	g_thread_join(a);
+	g_thread_join(b);
+	g_atomic_int_set(&watch.stop, 1);
+	g_thread_join(w);
+	keystore_db_close(&db3);
+	assert_int_equal(with.failures, 0);
+	assert_int_equal(without.failures, 0);
+	assert_true(watch.reads > 0);
+	assert_int_equal(watch.regressions, 0);
+	bool found;
+	keystore_autocrypt_peer p = get_peer(f, "bob@example.test", &found);
+	assert_true(found);
+	assert_int_equal(p.last_seen, t0 + 1 + 2 * (n - 1));
+	assert_int_equal(p.autocrypt_timestamp, t0 + 2 * (n - 1));
+	assert_non_null(p.public_key);
+	assert_string_equal(p.public_key_fpr, bob);
+	keystore_autocrypt_peer_clear(&p);
+	keystore_db_close(&db2);
+	g_free(h);
+	g_free(bob_b64);
+	g_free(bob);
+}
+
 /* The spec's example key (RSA 3072, a user ID that is not Alice's
  * address): a valid OpenPGP key, so the header is taken, but it is kept
  * as peer state only. */
@@ -968,6 +1079,8 @@ int main(void)
 		cmocka_unit_test(test_update_rules),
 		cmocka_unit_test(test_recommendation),
 		cmocka_unit_test_setup_teardown(test_process_learns_and_defends, setup_fixture,
+						teardown_fixture),
+		cmocka_unit_test_setup_teardown(test_concurrent_sessions, setup_fixture,
 						teardown_fixture),
 		cmocka_unit_test_setup_teardown(test_opportunistic, setup_fixture,
 						teardown_fixture),
