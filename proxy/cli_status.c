@@ -158,6 +158,19 @@ static void cli_status_json_count(JsonBuilder *b, const char *name, unsigned n)
 	json_builder_add_int_value(b, n);
 }
 
+/* "wkd, keyserver" or "off". g_free. */
+static char *cli_status_discovery_text(const keystore_discover_config *d)
+{
+	if (d->methods == 0)
+		return g_strdup("off");
+	GString *s = g_string_new(NULL);
+	if (d->methods & KEYSTORE_DISCOVER_WKD)
+		g_string_append(s, "wkd");
+	if (d->methods & KEYSTORE_DISCOVER_KEYSERVER)
+		g_string_append_printf(s, "%skeyserver", s->len > 0 ? ", " : "");
+	return g_string_free(s, FALSE);
+}
+
 static void cli_status_json_add(JsonBuilder *b, const cli_status *st)
 {
 	const config *cfg = st->cfg;
@@ -210,6 +223,23 @@ static void cli_status_json_add(JsonBuilder *b, const cli_status *st)
 		cli_status_json_listen(b, NULL, true, &cfg->api_listen);
 	else
 		json_builder_add_null_value(b);
+	json_builder_set_member_name(b, "key_discovery");
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "methods");
+	json_builder_begin_array(b);
+	if (cfg->discovery.methods & KEYSTORE_DISCOVER_WKD)
+		json_builder_add_string_value(b, "wkd");
+	if (cfg->discovery.methods & KEYSTORE_DISCOVER_KEYSERVER)
+		json_builder_add_string_value(b, "keyserver");
+	json_builder_end_array(b);
+	json_builder_set_member_name(b, "keyserver");
+	if (cfg->discovery.keyserver != NULL)
+		json_builder_add_string_value(b, cfg->discovery.keyserver);
+	else
+		json_builder_add_null_value(b);
+	json_builder_set_member_name(b, "timeout");
+	json_builder_add_int_value(b, cfg->discovery.timeout);
+	json_builder_end_object(b);
 	json_builder_set_member_name(b, "keys");
 	json_builder_begin_object(b);
 	cli_status_json_count(b, "own", st->keys.own);
@@ -289,6 +319,15 @@ static void cli_status_print_text(const cli_status *st)
 	if (cfg->api_listen.port != 0 && !cfg->api_listen_default)
 		printf("api: %s:%d %s\n", cfg->api_listen.host, cfg->api_listen.port,
 		       cli_status_listen_text(&cfg->api_listen));
+	char *disc = cli_status_discovery_text(&cfg->discovery);
+	if (cfg->discovery.methods != 0)
+		printf("key discovery: %s%s%s, %u s per lookup\n", disc,
+		       cfg->discovery.keyserver != NULL ? " " : "",
+		       cfg->discovery.keyserver != NULL ? cfg->discovery.keyserver : "",
+		       cfg->discovery.timeout);
+	else
+		printf("key discovery: off\n");
+	g_free(disc);
 	printf("keys: %u of your own usable (of %u), %u of correspondents usable (of %u), "
 	       "%u rejected\n", st->keys.own_usable, st->keys.own, st->keys.peer_usable,
 	       st->keys.peer, st->keys.rejected);

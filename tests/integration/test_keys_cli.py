@@ -794,6 +794,7 @@ class KeysCliTest(unittest.TestCase):
                                       "rejected": 0})
         self.assertEqual(st["pending"], 0)
         self.assertEqual(st["recent_refusals"], [])
+        self.assertEqual(st["key_discovery"]["methods"], [])
 
         self.generate(ALICE)
         self.assert_ok(self.import_data(self.foreign.public))
@@ -827,7 +828,7 @@ class KeysCliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         for needle in ("test <%s>" % ALICE, "SMTP STARTTLS", "not listening",
                        "1 of your own usable (of 1)", "1 rejected", "pending key changes: 0",
-                       "to %s: encryption required" % DAVE):
+                       "to %s: encryption required" % DAVE, "key discovery: off"):
             self.assertIn(needle, r.stdout)
 
         # Usage and configuration errors.

@@ -458,6 +458,15 @@ class KeyserverTest(DiscoveryCase):
         self.assertGreaterEqual(n, 1)
         msgid, _, _ = self.send(s, NOKEY)
         self.assertEqual(W.hkp.count("nokey"), n)
+        # sealpost status says how keys are looked up.
+        r = self.cli(s, "status", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["key_discovery"],
+                         {"methods": ["keyserver"], "keyserver": "hkp://127.0.0.1:%d" % W.hkp.port,
+                          "timeout": TIMEOUT})
+        r = self.cli(s, "status")
+        self.assertIn("key discovery: keyserver hkp://127.0.0.1:%d, %d s per lookup"
+                      % (W.hkp.port, TIMEOUT), r.stdout)
 
     @wkd_only
     def test_wkd_then_keyserver(self):
