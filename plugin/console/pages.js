@@ -5,6 +5,16 @@
 
 const POLICIES = ["require", "opportunistic", "never"];
 
+/* How sealpost looks up keys it does not have (status.key_discovery). */
+function discoveryText(d) {
+	const methods = d && Array.isArray(d.methods) ? d.methods : [];
+	if (methods.length === 0)
+		return "off (keys come from you and from Autocrypt)";
+	const names = methods.map((m) => m === "wkd" ? "the recipient's domain (WKD)" :
+		m === "keyserver" ? "the keyserver" + (d.keyserver ? " " + d.keyserver : "") : String(m));
+	return "asks " + names.join(", then ") + " for a missing key";
+}
+
 /** A sentence a non-expert understands for a SealpostApiError (or any error). */
 export function describeError(err) {
 	const msg = err && err.message ? err.message : String(err);
@@ -203,7 +213,9 @@ export function mountConsole(root, api, options = {}) {
 				h("dt", null, "Autocrypt peers"),
 				h("dd", null, String(ac.peers ?? 0) + " (" + String(ac.with_key ?? 0) +
 					" with a key)"),
-				h("dt", null, "Key changes waiting"), h("dd", null, String(st.pending ?? 0))),
+				h("dt", null, "Key changes waiting"), h("dd", null, String(st.pending ?? 0)),
+				h("dt", null, "Looking up keys"),
+				h("dd", { "data-role": "status-discovery" }, discoveryText(st.key_discovery))),
 			h("h3", null, "Accounts"),
 			table(["Account", "Address", "Default policy"], acctRows, "No account is configured."),
 			(st.recent_refusals || []).length > 0 ? [

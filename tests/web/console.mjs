@@ -105,6 +105,8 @@ try {
 	await page.click("#sp-connect");
 	await pair.waitFor({ state: "hidden" });
 	await page.locator("[data-role=status-own-keys]").waitFor({ state: "visible" });
+	check((await page.locator("[data-role=status-discovery]").textContent()).startsWith("off"),
+		"the status says key discovery is off");
 	check(await page.evaluate(() => sessionStorage.getItem("sealpost.token")) === TOKEN,
 		"the token is in sessionStorage");
 	check(await page.evaluate(() => localStorage.length) === 0, "nothing in localStorage");
