@@ -692,6 +692,37 @@ static bool keystore_ac_apply(keystore_autocrypt_peer *peer, bool found, void *c
 	return write;
 }
 
+typedef enum {
+	KEYSTORE_AC_ROW_DONE = 0,	/* c says what happened */
+	KEYSTORE_AC_ROW_ERROR,		/* *error_r */
+	KEYSTORE_AC_ROW_BAD_KEY,	/* c->h's keydata is no OpenPGP key: nothing written */
+	KEYSTORE_AC_ROW_BUSY,		/* the row kept changing under us: nothing written */
+} keystore_ac_row;
+
+/* Applies c to the peer row in one transaction (keystore_ac_apply); a key
+ * the row does not have yet is inspected by gpg into *k outside the
+ * transaction, and the update tried again with its fingerprint. */
+static keystore_ac_row keystore_ac_update_row(keystore_db *db, keystore_keyring *kr,
+					      keystore_ac_change *c, keystore_keyring_key *k,
+					      const char **error_r)
+{
+	bool written;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		c->need_inspect = false;
+		if (keystore_autocrypt_peer_update(db, c->account, c->addr, keystore_ac_apply, c,
+						   &written, error_r) < 0)
+			return KEYSTORE_AC_ROW_ERROR;
+		if (!c->need_inspect)
+			return KEYSTORE_AC_ROW_DONE;
+		const char *why;
+		keystore_keyring_key_clear(k);
+		if (keystore_keyring_inspect(kr, c->h->keydata, c->h->keydata_len, k, &why) < 0)
+			return KEYSTORE_AC_ROW_BAD_KEY;
+		c->fpr = k->fingerprint;
+	}
+	return KEYSTORE_AC_ROW_BUSY;
+}
+
 /* One Autocrypt-Gossip value of an encrypted message. */
 static int keystore_ac_gossip(keystore_db *db, keystore_keyring *kr, const char *account,
 			      const keystore_autocrypt_message *m, int64_t effective,
@@ -711,31 +742,16 @@ static int keystore_ac_gossip(keystore_db *db, keystore_keyring *kr, const char 
 		res->gossip_ignored++;
 		goto out;
 	}
-	/* The peer row is read and written in one transaction; a key is
-	 * inspected (gpg) outside it, and the update tried again with it. */
 	keystore_keyring_key k = { 0 };
 	keystore_ac_change c = {
 		.account = account, .addr = addr, .effective = effective, .h = &h, .gossip = true,
 	};
-	bool written;
-	for (int attempt = 0; attempt < 3; attempt++) {
-		c.need_inspect = false;
-		if (keystore_autocrypt_peer_update(db, account, addr, keystore_ac_apply, &c, &written,
-						   error_r) < 0) {
-			ret = -1;
-			break;
-		}
-		if (!c.need_inspect)
-			break;
-		if (keystore_keyring_inspect(kr, h.keydata, h.keydata_len, &k, &why) < 0) {
-			res->gossip_ignored++;
-			goto done;
-		}
-		c.fpr = k.fingerprint;
-	}
-	if (ret == 0 && c.need_inspect) {
-		res->gossip_ignored++;	/* the row kept changing under us */
-	} else if (ret == 0 && c.taken) {
+	keystore_ac_row row = keystore_ac_update_row(db, kr, &c, &k, error_r);
+	if (row == KEYSTORE_AC_ROW_ERROR) {
+		ret = -1;
+	} else if (row != KEYSTORE_AC_ROW_DONE) {
+		res->gossip_ignored++;
+	} else if (c.taken) {
 		res->gossip_taken++;
 		const char *uid_address = c.new_key ? keystore_ac_uid_address(&k, h.addr) : NULL;
 		bool usable = true, in_keyring = true;
@@ -762,7 +778,6 @@ static int keystore_ac_gossip(keystore_db *db, keystore_keyring *kr, const char 
 			}
 		}
 	}
-done:
 	keystore_keyring_key_clear(&k);
 out:
 	g_free(addr);
@@ -799,37 +814,26 @@ int keystore_autocrypt_process(keystore_db *db, keystore_keyring *kr,
 						     &res->header_why) == 1;
 	/* The peer row is read and written in one transaction, so that two
 	 * sessions reading mail from the same correspondent at once never
-	 * lose each other's change; a new key is inspected (gpg) outside it
-	 * and the update tried again with its fingerprint. */
+	 * lose each other's change. */
 	keystore_keyring_key k = { 0 };
-	const char *why;
 	keystore_ac_change c = {
 		.account = account, .addr = from, .effective = effective,
 		.h = have_header ? &h : NULL,
 	};
-	bool written;
-	for (int attempt = 0; attempt < 3; attempt++) {
-		c.need_inspect = false;
-		if (keystore_autocrypt_peer_update(db, account, from, keystore_ac_apply, &c, &written,
-						   error_r) < 0) {
-			ret = -1;
-			break;
-		}
-		if (!c.need_inspect)
-			break;
-		if (keystore_keyring_inspect(kr, h.keydata, h.keydata_len, &k, &why) < 0) {
-			/* keydata that is no OpenPGP key makes the header invalid. */
-			res->header_why = "keydata is not one OpenPGP public key";
-			keystore_autocrypt_header_clear(&h);
-			have_header = false;
-			c.h = NULL;
-		} else {
-			c.fpr = k.fingerprint;
-		}
+	keystore_ac_row row = keystore_ac_update_row(db, kr, &c, &k, error_r);
+	if (row == KEYSTORE_AC_ROW_BAD_KEY) {
+		/* keydata that is no OpenPGP key makes the header invalid. */
+		res->header_why = "keydata is not one OpenPGP public key";
+		keystore_autocrypt_header_clear(&h);
+		have_header = false;
+		c.h = NULL;
+		row = keystore_ac_update_row(db, kr, &c, &k, error_r);
 	}
 	res->step = c.step;
-	if (ret == 0 && c.need_inspect) {
-		/* The row kept changing under us: leave it to the others. */
+	if (row == KEYSTORE_AC_ROW_ERROR) {
+		ret = -1;
+	} else if (row == KEYSTORE_AC_ROW_BUSY) {
+		/* Leave it to the others. */
 		res->step = KEYSTORE_AUTOCRYPT_UNCHANGED;
 		res->header_why = "the peer state changed meanwhile";
 	} else if (ret == 0 && res->step == KEYSTORE_AUTOCRYPT_TAKEN) {
