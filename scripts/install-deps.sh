@@ -1,6 +1,8 @@
 #!/bin/sh
-# Installs everything sealpost needs to build, run its demo and run its tests,
-# from Debian's packages only. Idempotent: a second run installs nothing.
+# Installs everything sealpost needs to build and run its demo from Debian's
+# packages; with --tests also what the tests need (Thunderbird, Chromium,
+# certutil, and the browser driver from npm as package-lock.json pins it).
+# Idempotent: a second run installs nothing.
 set -eu
 
 PKGS="build-essential pkg-config meson ninja-build clang libclang-rt-14-dev
@@ -8,8 +10,12 @@ libgmime-3.0-dev libgpgme-dev gnupg gpg-agent libssl-dev openssl libsodium-dev
 libmicrohttpd-dev
 libsqlite3-dev sqlite3 libglib2.0-dev libjson-glib-dev libcmocka-dev
 postfix dovecot-imapd dovecot-lmtpd dovecot-pop3d
-python3 curl msmtp isync fetchmail ca-certificates procps iproute2
-thunderbird libnss3-tools chromium"
+python3 curl msmtp isync fetchmail ca-certificates procps iproute2"
+TEST_PKGS="thunderbird libnss3-tools chromium"
+
+tests=false
+[ "${1:-}" = "--tests" ] && tests=true
+$tests && PKGS="$PKGS $TEST_PKGS"
 
 missing=""
 for p in $PKGS; do
@@ -20,14 +26,16 @@ done
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
-# Node.js runs the add-on's unit tests and drives the browser test: the
-# machine's own when it has one, else Debian's.
+# Node.js runs the add-on's and the console's unit tests (the build
+# registers them) and drives the browser test: the machine's own when it
+# has one, else Debian's.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	missing="$missing nodejs npm"
 fi
 
 install_node_modules() {
-	# The browser-test tool, exactly as package-lock.json pins it.
+	$tests || return 0
+	# The browser-test driver, exactly as package-lock.json pins it.
 	here=$(cd "$(dirname "$0")/.." && pwd)
 	if [ ! -f "$here/node_modules/.package-lock.json" ] ||
 	   ! cmp -s "$here/package-lock.json" "$here/node_modules/.sealpost-lock"; then

@@ -5,7 +5,7 @@
 # Installs what is missing first (Debian packages, idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --tests
 
 fuzz_seconds=${SEALPOST_FUZZ_SECONDS:-60}
 
