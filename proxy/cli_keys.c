@@ -1181,23 +1181,10 @@ int cli_keys_main(int argc, char **argv)
 	GOptionContext *ctx = g_option_context_new("COMMAND [ARGUMENT] - manage OpenPGP keys");
 	g_option_context_add_main_entries(ctx, entries, NULL);
 	g_option_context_set_summary(ctx, cli_keys_summary);
-	GError *err = NULL;
-	bool parsed = g_option_context_parse(ctx, &argc, &argv, &err);
-	g_option_context_free(ctx);
 	int ret = CLI_EXIT_USAGE;
-	if (!parsed) {
-		fprintf(stderr, "sealpost keys: %s\n", err->message);
-		g_error_free(err);
+	if (!cli_parse("keys", ctx, &argc, &argv))
 		goto out;
-	}
-	/* GOption leaves "--" in place. */
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0) {
-			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i - 1) * sizeof(*argv));
-			argc--;
-			break;
-		}
-	}
+	cli_drop_dashdash(&argc, argv);
 	if (argc < 2) {
 		fprintf(stderr, "sealpost keys: expected list, generate, import, export, delete, "
 			"verify, reject, unlock, pending, accept, refuse or locate (sealpost keys "
@@ -1208,19 +1195,10 @@ int cli_keys_main(int argc, char **argv)
 	if (c == NULL)
 		goto out;
 
-	if (o.config_path == NULL)
-		o.config_path = config_default_path();
-	if (o.config_path == NULL) {
-		fprintf(stderr, "sealpost keys: no configuration; give --config FILE\n");
+	config *cfg = cli_load_config("keys", o.config_path, &ret);
+	if (cfg == NULL)
 		goto out;
-	}
 	const char *error;
-	config *cfg = config_load(o.config_path, &error);
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", error);
-		ret = CLI_EXIT_CONFIG;
-		goto out;
-	}
 	ret = CLI_EXIT_RUNTIME;
 	keystore_db *db = keystore_db_open(cfg->state_dir, &error);
 	if (db == NULL) {

@@ -33,12 +33,7 @@ int cli_pair_main(int argc, char **argv)
 		"The token lives in STATE_DIR/api-token (mode 0600), made on first start;\n"
 		"whoever has it can manage your keys and policy: paste it only into the\n"
 		"sealpost add-on or console.");
-	GError *err = NULL;
-	bool parsed = g_option_context_parse(ctx, &argc, &argv, &err);
-	g_option_context_free(ctx);
-	if (!parsed) {
-		fprintf(stderr, "sealpost pair: %s\n", err->message);
-		g_error_free(err);
+	if (!cli_parse("pair", ctx, &argc, &argv)) {
 		g_free(config_path);
 		return CLI_EXIT_USAGE;
 	}
@@ -47,20 +42,13 @@ int cli_pair_main(int argc, char **argv)
 		g_free(config_path);
 		return CLI_EXIT_USAGE;
 	}
-	if (config_path == NULL)
-		config_path = config_default_path();
-	if (config_path == NULL) {
-		fprintf(stderr, "sealpost pair: no configuration; give --config FILE\n");
-		return CLI_EXIT_USAGE;
-	}
-	const char *error;
-	config *cfg = config_load(config_path, &error);
+	int ret;
+	config *cfg = cli_load_config("pair", config_path, &ret);
 	g_free(config_path);
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", error);
-		return CLI_EXIT_CONFIG;
-	}
-	int ret = CLI_EXIT_RUNTIME;
+	if (cfg == NULL)
+		return ret;
+	const char *error;
+	ret = CLI_EXIT_RUNTIME;
 	char token[API_CHECK_TOKEN_LEN + 1];
 	if (sodium_init() < 0) {
 		fprintf(stderr, "sealpost pair: libsodium cannot be initialised\n");

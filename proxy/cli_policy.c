@@ -189,24 +189,12 @@ int cli_policy_main(int argc, char **argv)
 		"set TARGET POLICY | unset TARGET | list - manage encryption policy rules");
 	g_option_context_add_main_entries(ctx, entries, NULL);
 	g_option_context_set_summary(ctx, cli_policy_summary);
-	GError *err = NULL;
-	bool parsed = g_option_context_parse(ctx, &argc, &argv, &err);
-	g_option_context_free(ctx);
-	if (!parsed) {
-		fprintf(stderr, "sealpost policy: %s\n", err->message);
-		g_error_free(err);
+	if (!cli_parse("policy", ctx, &argc, &argv)) {
 		g_free(config_path);
 		return CLI_EXIT_USAGE;
 	}
-	/* GOption leaves "--" in place; it only protects a TARGET that starts
-	 * with '-' from being taken for an option. */
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0) {
-			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i - 1) * sizeof(*argv));
-			argc--;
-			break;
-		}
-	}
+	/* "--" protects a TARGET that starts with '-'. */
+	cli_drop_dashdash(&argc, argv);
 	if (argc < 2) {
 		fprintf(stderr, "sealpost policy: expected set, unset or list "
 			"(sealpost policy --help)\n");
@@ -221,19 +209,12 @@ int cli_policy_main(int argc, char **argv)
 	}
 	const char *sub = argv[1];
 
-	if (config_path == NULL)
-		config_path = config_default_path();
-	if (config_path == NULL) {
-		fprintf(stderr, "sealpost policy: no configuration; give --config FILE\n");
-		return CLI_EXIT_USAGE;
-	}
-	const char *error;
-	config *cfg = config_load(config_path, &error);
+	int exit_code;
+	config *cfg = cli_load_config("policy", config_path, &exit_code);
 	g_free(config_path);
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", error);
-		return CLI_EXIT_CONFIG;
-	}
+	if (cfg == NULL)
+		return exit_code;
+	const char *error;
 	keystore_db *db = keystore_db_open(cfg->state_dir, &error);
 	config_free(&cfg);
 	if (db == NULL) {

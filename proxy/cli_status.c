@@ -402,12 +402,7 @@ int cli_status_main(int argc, char **argv)
 	GOptionContext *ctx = g_option_context_new("- show accounts, listeners, keys, pending "
 						   "key changes and recent refusals");
 	g_option_context_add_main_entries(ctx, entries, NULL);
-	GError *err = NULL;
-	bool parsed = g_option_context_parse(ctx, &argc, &argv, &err);
-	g_option_context_free(ctx);
-	if (!parsed) {
-		fprintf(stderr, "sealpost status: %s\n", err->message);
-		g_error_free(err);
+	if (!cli_parse("status", ctx, &argc, &argv)) {
 		g_free(config_path);
 		return CLI_EXIT_USAGE;
 	}
@@ -416,20 +411,13 @@ int cli_status_main(int argc, char **argv)
 		g_free(config_path);
 		return CLI_EXIT_USAGE;
 	}
-	if (config_path == NULL)
-		config_path = config_default_path();
-	if (config_path == NULL) {
-		fprintf(stderr, "sealpost status: no configuration; give --config FILE\n");
-		return CLI_EXIT_USAGE;
-	}
-	const char *error;
-	config *cfg = config_load(config_path, &error);
+	int ret;
+	config *cfg = cli_load_config("status", config_path, &ret);
 	g_free(config_path);
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", error);
-		return CLI_EXIT_CONFIG;
-	}
-	int ret = CLI_EXIT_RUNTIME;
+	if (cfg == NULL)
+		return ret;
+	const char *error;
+	ret = CLI_EXIT_RUNTIME;
 	keystore_keyring *kr = NULL;
 	keystore_db *db = keystore_db_open(cfg->state_dir, &error);
 	if (db == NULL || keystore_init(cfg->gnupg_home, &error) < 0 ||

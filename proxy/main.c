@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_common.h"
 #include "cli_keys.h"
 #include "cli_pair.h"
 #include "cli_policy.h"
@@ -22,12 +23,6 @@
 #include "tls.h"
 #include <openssl/crypto.h>
 
-enum {
-	EXIT_OK = 0,
-	EXIT_RUNTIME = 1,	/* could not start or serve */
-	EXIT_USAGE = 2,		/* bad command line */
-	EXIT_CONFIG = 3,	/* the configuration is invalid */
-};
 
 static server *main_server;
 
@@ -75,16 +70,16 @@ static int cmd_check_config(int argc, char **argv)
 	int ret = main_parse(ctx, &argc, &argv);
 	g_option_context_free(ctx);
 	if (ret < 0)
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	if (argc != 2) {
 		fprintf(stderr, "sealpost check-config: expected exactly one FILE\n");
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	const char *error;
 	config *cfg = config_load(argv[1], &error);
 	if (cfg == NULL) {
 		fprintf(stderr, "%s\n", error);
-		return EXIT_CONFIG;
+		return CLI_EXIT_CONFIG;
 	}
 	if (cfg->n_gateways == 0)
 		printf("%s: OK (%zu account%s)\n", argv[1], cfg->n_accounts,
@@ -94,7 +89,7 @@ static int cmd_check_config(int argc, char **argv)
 		       cfg->n_accounts == 1 ? "" : "s", cfg->n_gateways,
 		       cfg->n_gateways == 1 ? "" : "s");
 	config_free(&cfg);
-	return EXIT_OK;
+	return CLI_EXIT_OK;
 }
 
 static int cmd_version(int argc, char **argv)
@@ -116,7 +111,7 @@ static int cmd_version(int argc, char **argv)
 		if (ret == 0)
 			fprintf(stderr, "sealpost version: unexpected argument %s\n", argv[1]);
 		g_free(config_path);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (!cert) {
 		crypto_init();
@@ -126,27 +121,19 @@ static int cmd_version(int argc, char **argv)
 		       keystore_sodium_version(), OpenSSL_version(OPENSSL_VERSION));
 		crypto_shutdown();
 		g_free(config_path);
-		return EXIT_OK;
+		return CLI_EXIT_OK;
 	}
-	if (config_path == NULL)
-		config_path = config_default_path();
-	if (config_path == NULL) {
-		fprintf(stderr, "sealpost version --cert: no configuration; give --config FILE\n");
-		return EXIT_USAGE;
-	}
-	const char *error;
-	config *cfg = config_load(config_path, &error);
+	config *cfg = cli_load_config("version --cert", config_path, &ret);
 	g_free(config_path);
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", error);
-		return EXIT_CONFIG;
-	}
-	ret = EXIT_OK;
+	if (cfg == NULL)
+		return ret;
+	const char *error;
+	ret = CLI_EXIT_OK;
 	char fpr[128];
 	if (server_ensure_certificate(cfg, &error) < 0 ||
 	    tls_cert_fingerprint(cfg->tls_cert, fpr, sizeof(fpr), &error) < 0) {
 		fprintf(stderr, "sealpost: %s\n", error);
-		ret = EXIT_RUNTIME;
+		ret = CLI_EXIT_RUNTIME;
 	} else {
 		printf("%s\nSHA-256 %s\n", cfg->tls_cert, fpr);
 	}
@@ -266,12 +253,12 @@ static int cmd_serve(int argc, char **argv)
 	if (ret < 0 || argc != 1) {
 		if (ret == 0)
 			fprintf(stderr, "sealpost serve: unexpected argument %s\n", argv[1]);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	log_level cli_level = LOG_LEVEL_INFO;
 	if (log_level_name != NULL && log_level_parse(log_level_name, &cli_level) < 0) {
 		fprintf(stderr, "sealpost serve: --log-level: expected debug, info, warn or error\n");
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 
 	char *demo_dir = NULL;
@@ -280,38 +267,38 @@ static int cmd_serve(int argc, char **argv)
 	if (config_path == NULL) {
 		config_path = main_demo_start(&demo_dir);
 		if (config_path == NULL)
-			return EXIT_RUNTIME;
+			return CLI_EXIT_RUNTIME;
 	}
 
 	const char *error;
 	config *cfg = config_load(config_path, &error);
 	if (cfg == NULL) {
 		fprintf(stderr, "%s\n", error);
-		ret = EXIT_CONFIG;
+		ret = CLI_EXIT_CONFIG;
 		goto out;
 	}
 	if (log_init(log_level_name != NULL ? cli_level : cfg->log_level,
 		     cfg->log_file, &error) < 0) {
 		fprintf(stderr, "sealpost: %s\n", error);
-		ret = EXIT_RUNTIME;
+		ret = CLI_EXIT_RUNTIME;
 		goto out;
 	}
 	if (g_mkdir_with_parents(cfg->state_dir, 0700) < 0) {
 		fprintf(stderr, "sealpost: cannot create state_dir %s: %s\n",
 			cfg->state_dir, strerror(errno));
-		ret = EXIT_RUNTIME;
+		ret = CLI_EXIT_RUNTIME;
 		goto out;
 	}
 	crypto_init();
 	if (keystore_init(cfg->gnupg_home, &error) < 0) {
 		fprintf(stderr, "sealpost: %s\n", error);
-		ret = EXIT_RUNTIME;
+		ret = CLI_EXIT_RUNTIME;
 		goto out;
 	}
 	main_server = server_new(cfg, &error);
 	if (main_server == NULL) {
 		fprintf(stderr, "sealpost: %s\n", error);
-		ret = EXIT_RUNTIME;
+		ret = CLI_EXIT_RUNTIME;
 		goto out;
 	}
 	struct sigaction sa = { .sa_handler = main_on_signal };
@@ -320,7 +307,7 @@ static int cmd_serve(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	log_info(NULL, "starting", "sealpost %s, config %s", SEALPOST_VERSION, config_path);
 	main_print_endpoints(cfg, config_path);
-	ret = server_run(main_server) < 0 ? EXIT_RUNTIME : EXIT_OK;
+	ret = server_run(main_server) < 0 ? CLI_EXIT_RUNTIME : CLI_EXIT_OK;
 	if (server_drain(main_server, 5000) < 0) {
 		/* A session stuck on the provider still uses the config and
 		 * TLS contexts: end the process without freeing under it. */
@@ -351,7 +338,7 @@ int main(int argc, char **argv)
 
 	if (argc < 2) {
 		fputs(main_usage, stderr);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	const char *cmd = argv[1];
 	if (strcmp(cmd, CRYPTO_GPGPROC_WORKER_ARG) == 0)
@@ -373,8 +360,8 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
 	    strcmp(cmd, "-h") == 0) {
 		fputs(main_usage, stdout);
-		return EXIT_OK;
+		return CLI_EXIT_OK;
 	}
 	fprintf(stderr, "sealpost: unknown command '%s'\n\n%s", cmd, main_usage);
-	return EXIT_USAGE;
+	return CLI_EXIT_USAGE;
 }
