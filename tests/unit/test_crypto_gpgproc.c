@@ -22,6 +22,7 @@
 
 #include "gpgproc.h"
 #include "keystore.h"
+#include "testkeys.h"
 #include "outbound.h"
 #include "view.h"
 
@@ -32,32 +33,6 @@ static char *tmp_dir;
 static char *home;
 static gpgme_ctx_t setup_ctx;
 static char *alice_fpr, *bob_fpr;
-
-static char *make_key(const char *uid)
-{
-	gpgme_error_t err = gpgme_op_createkey(setup_ctx, uid, "ed25519", 0, 0, NULL,
-					       GPGME_CREATE_SIGN | GPGME_CREATE_CERT |
-					       GPGME_CREATE_NOPASSWD | GPGME_CREATE_NOEXPIRE);
-	if (err != 0)
-		fail_msg("createkey %s: %s", uid, gpgme_strerror(err));
-	char *fpr = g_strdup(gpgme_op_genkey_result(setup_ctx)->fpr);
-	gpgme_key_t key = NULL;
-	assert_int_equal(gpgme_get_key(setup_ctx, fpr, &key, 1), 0);
-	err = gpgme_op_createsubkey(setup_ctx, key, "cv25519", 0, 0,
-				    GPGME_CREATE_ENCR | GPGME_CREATE_NOPASSWD |
-				    GPGME_CREATE_NOEXPIRE);
-	if (err != 0)
-		fail_msg("createsubkey %s: %s", uid, gpgme_strerror(err));
-	gpgme_key_unref(key);
-	return fpr;
-}
-
-static gpgme_key_t get_key(const char *fpr, bool secret)
-{
-	gpgme_key_t key = NULL;
-	assert_int_equal(gpgme_get_key(setup_ctx, fpr, &key, secret), 0);
-	return key;
-}
 
 static int group_setup(void **state)
 {
@@ -71,8 +46,8 @@ static int group_setup(void **state)
 		fail_msg("keystore_init: %s", error);
 	assert_int_equal(gpgme_new(&setup_ctx), 0);
 	gpgme_set_protocol(setup_ctx, GPGME_PROTOCOL_OpenPGP);
-	alice_fpr = make_key("Alice <alice@example.test>");
-	bob_fpr = make_key("Bob <bob@example.test>");
+	alice_fpr = testkeys_make(setup_ctx, "Alice <alice@example.test>");
+	bob_fpr = testkeys_make(setup_ctx, "Bob <bob@example.test>");
 	if (crypto_gpgproc_start(POOL_SIZE, home, &error) < 0)
 		fail_msg("crypto_gpgproc_start: %s", error);
 	return 0;
@@ -162,10 +137,10 @@ static int write_out(bool encrypt, bool sign, big_source *src_ctx, counting_sink
 	crypto_worker *w = crypto_worker_new(&error);
 	assert_non_null(w);
 	assert_true(w->remote);
-	gpgme_key_t keys[2] = { get_key(alice_fpr, false), NULL };
+	gpgme_key_t keys[2] = { testkeys_get(setup_ctx, alice_fpr, false), NULL };
 	crypto_outbound_options opts = {
 		.recipients = keys,
-		.signer = sign ? get_key(bob_fpr, true) : NULL,
+		.signer = sign ? testkeys_get(setup_ctx, bob_fpr, true) : NULL,
 	};
 	crypto_source src = { big_read, big_rewind, src_ctx };
 	crypto_sink sink = { counting_write, out };

@@ -15,6 +15,7 @@
 #include <gpgme.h>
 
 #include "keystore.h"
+#include "testkeys.h"
 #include "outbound.h"
 #include "view.h"
 
@@ -30,35 +31,9 @@ static crypto_worker *worker;
  * is deleted in the pinning test; dave: a recipient whose key is deleted. */
 static char *alice_fpr, *bob_fpr, *carol_fpr, *dave_fpr;
 
-static char *make_key(const char *uid)
-{
-	gpgme_error_t err = gpgme_op_createkey(setup_ctx, uid, "ed25519", 0, 0, NULL,
-					       GPGME_CREATE_SIGN | GPGME_CREATE_CERT |
-					       GPGME_CREATE_NOPASSWD | GPGME_CREATE_NOEXPIRE);
-	if (err != 0)
-		fail_msg("createkey %s: %s", uid, gpgme_strerror(err));
-	char *fpr = g_strdup(gpgme_op_genkey_result(setup_ctx)->fpr);
-	gpgme_key_t key = NULL;
-	assert_int_equal(gpgme_get_key(setup_ctx, fpr, &key, 1), 0);
-	err = gpgme_op_createsubkey(setup_ctx, key, "cv25519", 0, 0,
-				    GPGME_CREATE_ENCR | GPGME_CREATE_NOPASSWD |
-				    GPGME_CREATE_NOEXPIRE);
-	if (err != 0)
-		fail_msg("createsubkey %s: %s", uid, gpgme_strerror(err));
-	gpgme_key_unref(key);
-	return fpr;
-}
-
-static gpgme_key_t get_key(const char *fpr, bool secret)
-{
-	gpgme_key_t key = NULL;
-	assert_int_equal(gpgme_get_key(setup_ctx, fpr, &key, secret), 0);
-	return key;
-}
-
 static void delete_key(const char *fpr)
 {
-	gpgme_key_t key = get_key(fpr, false);
+	gpgme_key_t key = testkeys_get(setup_ctx, fpr, false);
 	gpgme_error_t err = gpgme_op_delete_ext(setup_ctx, key,
 						GPGME_DELETE_ALLOW_SECRET | GPGME_DELETE_FORCE);
 	if (err != 0)
@@ -110,10 +85,10 @@ static int group_setup(void **state)
 		fail_msg("keystore_init: %s", error);
 	assert_int_equal(gpgme_new(&setup_ctx), 0);
 	gpgme_set_protocol(setup_ctx, GPGME_PROTOCOL_OpenPGP);
-	alice_fpr = make_key("Alice <alice@example.test>");
-	bob_fpr = make_key("Bob <bob@example.test>");
-	carol_fpr = make_key("Carol <carol@example.test>");
-	dave_fpr = make_key("Dave <dave@example.test>");
+	alice_fpr = testkeys_make(setup_ctx, "Alice <alice@example.test>");
+	bob_fpr = testkeys_make(setup_ctx, "Bob <bob@example.test>");
+	carol_fpr = testkeys_make(setup_ctx, "Carol <carol@example.test>");
+	dave_fpr = testkeys_make(setup_ctx, "Dave <dave@example.test>");
 	worker = crypto_worker_new(&error);
 	assert_non_null(worker);
 	return 0;
@@ -180,10 +155,10 @@ static char *outbound(const char *msg, const char *const *recipients, const char
 								 U8(msg + block), len - block);
 	gpgme_key_t keys[8] = { NULL };
 	for (size_t i = 0; recipients != NULL && recipients[i] != NULL; i++)
-		keys[i] = get_key(recipients[i], false);
+		keys[i] = testkeys_get(setup_ctx, recipients[i], false);
 	crypto_outbound_options opts = {
 		.recipients = keys,
-		.signer = signer_fpr != NULL ? get_key(signer_fpr, true) : NULL,
+		.signer = signer_fpr != NULL ? testkeys_get(setup_ctx, signer_fpr, true) : NULL,
 	};
 	mem_source m = { msg + block, len - block, 0 };
 	crypto_source src = { mem_read, mem_rewind, &m };
@@ -211,7 +186,7 @@ static char *encrypt_raw(const char *data, size_t len, const char *signer_fpr, b
 	gpgme_ctx_t ctx;
 	assert_int_equal(gpgme_new(&ctx), 0);
 	gpgme_set_armor(ctx, armor);
-	gpgme_key_t keys[2] = { get_key(alice_fpr, false), NULL };
+	gpgme_key_t keys[2] = { testkeys_get(setup_ctx, alice_fpr, false), NULL };
 	gpgme_data_t in, out;
 	assert_int_equal(gpgme_data_new_from_mem(&in, data, len, 0), 0);
 	assert_int_equal(gpgme_data_new(&out), 0);
@@ -220,7 +195,7 @@ static char *encrypt_raw(const char *data, size_t len, const char *signer_fpr, b
 	 * integrity check can catch it. */
 	gpgme_encrypt_flags_t flags = GPGME_ENCRYPT_ALWAYS_TRUST | GPGME_ENCRYPT_NO_COMPRESS;
 	if (signer_fpr != NULL) {
-		gpgme_key_t signer = get_key(signer_fpr, true);
+		gpgme_key_t signer = testkeys_get(setup_ctx, signer_fpr, true);
 		gpgme_signers_add(ctx, signer);
 		gpgme_key_unref(signer);
 		err = gpgme_op_encrypt_sign(ctx, keys, flags, in, out);

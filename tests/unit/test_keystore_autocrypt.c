@@ -20,6 +20,7 @@
 #include "keystore_autocrypt.h"
 #include "keystore_db.h"
 #include "keystore_keyring.h"
+#include "testkeys.h"
 
 #define DAY (24 * 60 * 60)
 
@@ -464,21 +465,7 @@ static int teardown_fixture(void **state)
  * binary form base64-encoded as an Autocrypt keydata value. */
 static char *make_peer_key(fixture *f, const char *uid, char **keydata_b64_r)
 {
-	gpgme_error_t err = gpgme_op_createkey(f->peer_ctx, uid, "ed25519", 0, 0, NULL,
-					       GPGME_CREATE_SIGN | GPGME_CREATE_CERT |
-					       GPGME_CREATE_NOPASSWD | GPGME_CREATE_NOEXPIRE |
-					       GPGME_CREATE_FORCE);
-	if (err != 0)
-		fail_msg("createkey %s: %s", uid, gpgme_strerror(err));
-	char *fpr = g_strdup(gpgme_op_genkey_result(f->peer_ctx)->fpr);
-	gpgme_key_t key = NULL;
-	assert_int_equal(gpgme_get_key(f->peer_ctx, fpr, &key, 1), 0);
-	err = gpgme_op_createsubkey(f->peer_ctx, key, "cv25519", 0, 0,
-				    GPGME_CREATE_ENCR | GPGME_CREATE_NOPASSWD |
-				    GPGME_CREATE_NOEXPIRE);
-	if (err != 0)
-		fail_msg("createsubkey %s: %s", uid, gpgme_strerror(err));
-	gpgme_key_unref(key);
+	char *fpr = testkeys_make(f->peer_ctx, uid);
 	gpgme_data_t out;
 	assert_int_equal(gpgme_data_new(&out), 0);
 	gpgme_set_armor(f->peer_ctx, 0);
